@@ -1,0 +1,98 @@
+"""Per-epoch checkpoints (model, optimizer, epoch) written atomically, and run configuration.
+
+Layout in a run directory: `checkpoints/epoch_NNNN/{model.weights.h5, optimizer.npz}` and the
+pointer file `checkpoints/latest` (replaced atomically, written last): a process killed at any
+moment leaves either the previous or the new checkpoint, never a torn one. All other
+randomness in atom_tf is derived from (seed, epoch, step), so (weights, optimizer state,
+epoch) is the whole training state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+
+from atom_tf.errors import InvalidConfigError
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class CheckpointManager:
+    def __init__(self, run_dir: str, keep: int = 2) -> None:
+        self.dir = os.path.join(run_dir, "checkpoints")
+        self.keep = keep
+
+    def latest_epoch(self) -> int | None:
+        """The last completed epoch (0-based), or None for a fresh run."""
+        pointer = os.path.join(self.dir, "latest")
+        if not os.path.exists(pointer):
+            return None
+        with open(pointer) as f:
+            return int(json.load(f)["epoch"])
+
+    def save(self, epoch: int, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+        path = os.path.join(self.dir, f"epoch_{epoch:04d}")
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path)
+        model.save_weights(os.path.join(path, "model.weights.h5"))
+        np.savez(
+            os.path.join(path, "optimizer.npz"),
+            **{f"v{i}": v.numpy() for i, v in enumerate(optimizer.variables)},
+        )
+        _atomic_write(os.path.join(self.dir, "latest"), json.dumps({"epoch": epoch}))
+        for name in sorted(os.listdir(self.dir)):
+            if name.startswith("epoch_") and int(name[6:]) <= epoch - self.keep:
+                shutil.rmtree(os.path.join(self.dir, name), ignore_errors=True)
+
+    def restore(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> int | None:
+        """Loads the latest checkpoint into built `model` and `optimizer`; returns its epoch."""
+        epoch = self.latest_epoch()
+        if epoch is None:
+            return None
+        path = os.path.join(self.dir, f"epoch_{epoch:04d}")
+        model.load_weights(os.path.join(path, "model.weights.h5"))
+        optimizer.build(model.trainable_variables)
+        with np.load(os.path.join(path, "optimizer.npz")) as saved:
+            for i, variable in enumerate(optimizer.variables):
+                variable.assign(saved[f"v{i}"])
+        return epoch
+
+
+def check_run_config(run_dir: str, config: dict, overwrite: bool) -> None:
+    """Refuses a run directory that holds a run with a different configuration; `overwrite`
+    clears any previous run (a fresh start). Records `config` in run_dir/config.json."""
+    path = os.path.join(run_dir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif previous != config:
+            changed = sorted(
+                k for k in set(previous) | set(config) if previous.get(k) != config.get(k)
+            )
+            raise InvalidConfigError(
+                f"{run_dir} holds a run with a different configuration ({', '.join(changed)} "
+                "differ); pass --overwrite to replace it or choose another --output_dir"
+            )
+    os.makedirs(run_dir, exist_ok=True)
+    _atomic_write(path, json.dumps(config, indent=2, sort_keys=True))
+
+
+def load_run_config(run_dir: str) -> dict:
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise InvalidConfigError(f"{run_dir} is not a training run: no config.json in it")
+    with open(path) as f:
+        return json.load(f)

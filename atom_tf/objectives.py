@@ -1,0 +1,34 @@
+"""Per-sample objectives on logits: training losses and the attacker objectives of PROTOCOL §5.
+
+Every function maps logits [B, C] to a per-sample value [B]; attacks maximise them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+Objective = Callable[[tf.Tensor], tf.Tensor]  # logits [B, C] -> per-sample value [B]
+
+
+def ood_probability(logits: tf.Tensor) -> tf.Tensor:
+    """F(x)_{K+1}: the softmax probability of the last ("out-of-distribution") class."""
+    return tf.nn.softmax(logits, axis=-1)[:, -1]
+
+
+def kplus1_ce(logits: tf.Tensor) -> tf.Tensor:
+    """CE(f(x), K) = -log F(x)_{K+1}: the outlier loss of eq. (4) and its PGD objective
+    in training; also the L∞ attacker objective against K+1 detectors (PROTOCOL §5)."""
+    return -tf.nn.log_softmax(logits, axis=-1)[:, -1]
+
+
+def uniform_ce(logits: tf.Tensor) -> tf.Tensor:
+    """-(1/K) Σ_i log F(x)_i: cross-entropy to the uniform distribution over all K outputs
+    (Outlier Exposure's loss; the attacker objective against MSP/ODIN/OE detectors)."""
+    return -tf.reduce_mean(tf.nn.log_softmax(logits, axis=-1), axis=-1)
+
+
+def label_ce(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Sparse softmax cross-entropy per sample."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(labels, tf.int32), logits)

@@ -1,0 +1,115 @@
+"""The robust training step: eq. (4) as a `keras.Model.train_step`, compiled with XLA.
+
+One step: PGD (inference-mode model) on half of the outlier batch, then a single
+training-mode forward pass over [in-distribution, clean outliers, attacked outliers], so that
+batch-norm statistics come from the mixed batch (PROTOCOL §2). Loss = mean CE(in, y) +
+λ · mean ℓ_out(out), with PyTorch-style weight decay added to every gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from atom_tf.methods import Method
+from atom_tf.objectives import kplus1_ce, label_ce
+from atom_tf.pgd import pgd_attack
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """Training attack (PROTOCOL §2): ε 8/255, 5 steps of 2/255, random start."""
+
+    epsilon: float = 8 / 255
+    steps: int = 5
+    step_size: float = 2 / 255
+
+
+class RobustOODModel(keras.Model):
+    """Wraps a network (logits model) with the ATOM / NTOM / OE training step."""
+
+    def __init__(
+        self,
+        network: keras.Model,
+        method: Method,
+        num_classes: int,
+        weight_decay: float = 1e-4,
+        attack: AttackConfig | None = None,
+        seed: int = 1,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.network, self.method, self.num_classes = network, method, num_classes
+        self.weight_decay, self.attack, self.seed = weight_decay, attack or AttackConfig(), seed
+        names = ["loss", "in_loss", "out_loss", "in_accuracy"]
+        if method.kplus1:
+            names.append("out_accuracy")
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+
+    def call(self, images, training=False):
+        return self.network(images, training=training)
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def _in_accuracy(self, logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        predicted = tf.argmax(logits[:, : self.num_classes], axis=-1)
+        return tf.cast(tf.equal(predicted, tf.cast(labels, predicted.dtype)), tf.float32)
+
+    def attack_outliers(self, outliers: tf.Tensor) -> tf.Tensor:
+        """Replaces the second half of the outlier batch by its PGD worst case."""
+        half = (
+            outliers.shape[0] // 2 if outliers.shape[0] is not None else tf.shape(outliers)[0] // 2
+        )
+        seed = tf.stack(
+            [tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
+        )
+        attacked, _ = pgd_attack(
+            lambda x: self.network(x, training=False),
+            outliers[half:],
+            kplus1_ce,
+            epsilon=self.attack.epsilon,
+            steps=self.attack.steps,
+            step_size=self.attack.step_size,
+            seed=seed,
+            unroll=True,
+        )
+        return tf.concat([outliers[:half], attacked], axis=0)
+
+    def train_step(self, data):
+        x_in, y_in, x_out = data
+        if self.method.attack:
+            x_out = self.attack_outliers(x_out)
+        n_in = tf.shape(x_in)[0]
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.network(tf.concat([x_in, x_out], axis=0), training=True)
+            in_logits, out_logits = logits[:n_in], logits[n_in:]
+            in_loss = tf.reduce_mean(label_ce(in_logits, y_in))
+            out_loss = tf.reduce_mean(self.method.outlier_loss(out_logits))
+            loss = in_loss + self.method.outlier_weight * out_loss
+            # Gradients are summed over replicas: scale so their sum is the global mean.
+            replica_loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        grads = tape.gradient(replica_loss, variables)
+        grads = [g + self.weight_decay * v for g, v in zip(grads, variables, strict=True)]
+        self.optimizer.apply(grads, variables)
+        self.trackers["loss"].update_state(loss)
+        self.trackers["in_loss"].update_state(in_loss)
+        self.trackers["out_loss"].update_state(out_loss)
+        self.trackers["in_accuracy"].update_state(self._in_accuracy(in_logits, y_in))
+        if self.method.kplus1:
+            is_ood = tf.equal(tf.argmax(out_logits, axis=-1), self.num_classes)
+            self.trackers["out_accuracy"].update_state(tf.cast(is_ood, tf.float32))
+        return {name: t.result() for name, t in self.trackers.items()}
+
+    def test_step(self, data):
+        images, labels = data
+        logits = self.network(images, training=False)
+        self.trackers["in_loss"].update_state(
+            tf.reduce_mean(label_ce(logits[:, : self.num_classes], labels))
+        )
+        self.trackers["in_accuracy"].update_state(self._in_accuracy(logits, labels))
+        return {n: self.trackers[n].result() for n in ("in_loss", "in_accuracy")}

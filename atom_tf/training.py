@@ -1,0 +1,234 @@
+"""Builds and runs a training job: data, model, optimizer, miner, callbacks, checkpoints.
+
+`train(config, run_dir)` is what `bin/train.py` calls; it is resumable: run it again on the
+same directory and it continues from the last completed epoch, ending with the same weights
+as an uninterrupted run (with `deterministic=True`, on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from atom_tf.checkpoint import CheckpointManager, check_run_config
+from atom_tf.data import load_in_distribution, load_pool
+from atom_tf.data.pipeline import TrainingFeed, test_dataset
+from atom_tf.errors import InvalidConfigError, NonFiniteLossError
+from atom_tf.methods import get_method
+from atom_tf.mining import MiningCallback, OutlierMiner, make_ood_scorer, validate_mining
+from atom_tf.models import build_model
+from atom_tf.robust_model import AttackConfig, RobustOODModel
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that determines a run's result (saved as the run's config.json)."""
+
+    dataset: str = "digits"
+    model: str = "small_cnn"
+    method: str = "atom"
+    mining: str = ""  # '' = the method's default ('window' for atom/ntom, 'random' for oe)
+    pool: str = "natural_patches"
+    pool_path: str = ""
+    num_candidates: int = 0  # N; 0 = 4 n
+    num_selected: int = 0  # n; 0 = 2 × in-distribution training set
+    quantile: float = 0.0  # q
+    epochs: int = 20
+    learning_rate: float = 0.1
+    lr_decay_epochs: tuple[int, ...] = (10, 15, 18)
+    lr_decay: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    in_batch: int = 64
+    out_batch: int = 128
+    epsilon: float = 8 / 255
+    attack_steps: int = 5
+    attack_step_size: float = 2 / 255
+    seed: int = 1
+    data_dir: str = ""
+    download: bool = True
+    jit_compile: bool | None = None  # None: XLA on accelerators, off on CPU (measured faster)
+    deterministic: bool = False
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["lr_decay_epochs"] = list(self.lr_decay_epochs)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        d["lr_decay_epochs"] = tuple(d["lr_decay_epochs"])
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
+
+def resolve_jit_compile(jit_compile: bool | None) -> bool:
+    """XLA when asked; by default only with an accelerator: on CPU, XLA's convolutions are
+    slower than TensorFlow's oneDNN kernels (bench/train_step.py measures both)."""
+    if jit_compile is not None:
+        return jit_compile
+    return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
+    """Step schedule (PROTOCOL §2): ×lr_decay at each epoch of `lr_decay_epochs`."""
+    boundaries = [
+        e * steps_per_epoch for e in sorted(config.lr_decay_epochs) if 0 < e < config.epochs
+    ]
+    if not boundaries:
+        return config.learning_rate
+    values = [config.learning_rate * config.lr_decay**i for i in range(len(boundaries) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Checks flag values that are cheap to check, before any data is loaded."""
+    get_method(config.method)
+    if config.mining not in ("", "window", "random"):
+        raise InvalidConfigError(f"--mining must be 'window' or 'random', not {config.mining!r}")
+    for name in ("epochs", "in_batch", "out_batch"):
+        if getattr(config, name) <= 0:
+            raise InvalidConfigError(f"--{name} must be positive (got {getattr(config, name)})")
+    if config.out_batch % 2:
+        raise InvalidConfigError(
+            f"--out_batch must be even: half of it is attacked (got {config.out_batch})"
+        )
+    if config.mining == "window" and not get_method(config.method).kplus1:
+        raise InvalidConfigError(
+            f"--mining=window needs a K+1 method (atom, ntom), not {config.method!r}"
+        )
+    if config.num_candidates and config.num_selected:
+        validate_mining(config.num_candidates, config.num_selected, config.quantile)
+    elif not 0.0 <= config.quantile < 1.0:
+        raise InvalidConfigError(f"--quantile must lie in [0, 1 - n/N] (got {config.quantile})")
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss, before the epoch's checkpoint is written."""
+
+    def __init__(self, checkpoints: CheckpointManager) -> None:
+        super().__init__()
+        self.checkpoints, self.epoch = checkpoints, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float(np.asarray((logs or {}).get("loss", 0.0)))
+        if not math.isfinite(loss):
+            last = self.checkpoints.latest_epoch()
+            kept = f"epoch {last + 1}" if last is not None else "none (no epoch completed)"
+            raise NonFiniteLossError(
+                f"loss became {loss} at epoch {self.epoch + 1}, step {batch + 1}; last good "
+                f"checkpoint kept: {kept}; lower --learning_rate or check the data"
+            )
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the checkpoint and appends the epoch's metrics and mining summary to
+    history.jsonl (one line per completed epoch)."""
+
+    def __init__(
+        self, checkpoints: CheckpointManager, run_dir: str, mining: MiningCallback
+    ) -> None:
+        super().__init__()
+        self.checkpoints, self.run_dir, self.mining = checkpoints, run_dir, mining
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.checkpoints.save(epoch, self.model, self.model.optimizer)
+        record = {k: float(np.asarray(v)) for k, v in (logs or {}).items()}
+        record.update(
+            {f"mining/{k}": v for k, v in self.mining.history[-1].items() if k != "epoch"}
+        )
+        with open(os.path.join(self.run_dir, "history.jsonl"), "a") as f:
+            f.write(json.dumps({"epoch": epoch, **record}) + "\n")
+
+
+def build_training(config: TrainConfig):
+    """Data, feed, model and optimizer for `config`, model variables created under the current
+    `tf.distribute` strategy scope (wrap the call in `strategy.scope()` to distribute)."""
+    method = get_method(config.method)
+    data = load_in_distribution(config.dataset, config.data_dir or None, config.download)
+    feed = TrainingFeed(data, config.in_batch, config.out_batch, config.seed)
+    keras.utils.set_random_seed(config.seed)
+    network = build_model(config.model, method.num_outputs(data.num_classes), data.normalization)
+    attack = AttackConfig(config.epsilon, config.attack_steps, config.attack_step_size)
+    model = RobustOODModel(
+        network, method, data.num_classes, config.weight_decay, attack, config.seed
+    )
+    optimizer = keras.optimizers.SGD(
+        learning_rate_schedule(config, feed.steps_per_epoch),
+        momentum=config.momentum,
+        nesterov=True,
+    )
+    model.compile(optimizer=optimizer, jit_compile=resolve_jit_compile(config.jit_compile))
+    model.build((None, 32, 32, 3))
+    optimizer.build(model.trainable_variables)
+    return data, feed, model, method
+
+
+def build_miner(config: TrainConfig, method, data, feed: TrainingFeed) -> OutlierMiner:
+    pool = load_pool(config.pool, config.pool_path or None, config.seed)
+    n = config.num_selected or 2 * len(data.x_train)
+    big_n = config.num_candidates or 4 * n
+    strategy = config.mining or method.mining
+    if n < feed.outliers_per_epoch:
+        print(f"note: n={n} outliers < {feed.outliers_per_epoch} per epoch; they are cycled")
+    return OutlierMiner(pool, big_n, n, config.quantile, strategy, config.seed, augment=True)
+
+
+def train(config: TrainConfig, run_dir: str, overwrite: bool = False, verbose: int = 1) -> dict:
+    """Trains (or resumes) a run in `run_dir`; returns the final summary."""
+    validate_config(config)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    data, feed, model, method = build_training(config)
+    miner = build_miner(config, method, data, feed)
+    check_run_config(run_dir, config.to_json(), overwrite)  # only once everything could be built
+    checkpoints = CheckpointManager(run_dir)
+    last = checkpoints.restore(model, model.optimizer)
+    initial_epoch = 0 if last is None else last + 1
+    if last is not None and verbose:
+        print(f"resuming {run_dir} after epoch {last + 1} of {config.epochs}", flush=True)
+    jit = resolve_jit_compile(config.jit_compile)
+    score_fn = make_ood_scorer(model.network, jit_compile=jit) if method.kplus1 else None
+    log_dir = os.path.join(run_dir, "logs")
+    mining = MiningCallback(
+        miner, feed.set_outliers, score_fn, os.path.join(log_dir, "mining"), verbose > 0
+    )
+    callbacks = [
+        mining,
+        NonFiniteLossGuard(checkpoints),
+        EpochCheckpoint(checkpoints, run_dir, mining),
+        keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False),
+    ]
+    start = time.perf_counter()
+    if initial_epoch < config.epochs:
+        model.fit(
+            feed.dataset(),
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            validation_data=test_dataset(data),
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the feed shuffles, reproducibly from (seed, epoch)
+        )
+    results = model.evaluate(test_dataset(data), verbose=0, return_dict=True)
+    model.network.save_weights(os.path.join(run_dir, "network.weights.h5"))
+    summary = {
+        "test_accuracy": float(results["in_accuracy"]),
+        "epochs": config.epochs,
+        "resumed_from_epoch": initial_epoch,
+        "train_seconds": time.perf_counter() - start,
+        "mining": mining.history,
+    }
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary

@@ -1,0 +1,32 @@
+"""atom_tf: robust out-of-distribution detection (ATOM) in Keras 3 / TensorFlow."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="atom_tf",
+    version="0.1.0",
+    description="Adversarial Training with informative Outlier Mining (ATOM) for Keras 3 / TensorFlow",
+    python_requires=">=3.11",
+    packages=find_packages(include=["atom_tf", "atom_tf.*"]),
+    install_requires=[
+        "tensorflow>=2.18,<2.23",
+        "keras>=3.6,<4",
+        "tensorflow-datasets>=4.9.6,<5",
+        "tensorboard>=2.18",
+        "numpy>=1.26,<3",
+        "scipy>=1.11",
+        "scikit-learn>=1.3",
+        "scikit-image>=0.22",
+        "absl-py>=2.0",
+        "imagecorruptions==1.1.2",
+        "opencv-python-headless>=4.8",
+        "matplotlib>=3.8",
+        "pillow>=10",
+        "psutil>=5.9",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+        "dev": ["pytest>=8", "ruff>=0.6"],
+        "gpu": ["tensorflow[and-cuda]>=2.18,<2.23"],
+    },
+)

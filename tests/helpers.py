@@ -1,0 +1,46 @@
+"""Tiny models and data shared by the tests."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from atom_tf.data.in_distribution import InDistributionData
+
+
+def blob_data(num_train: int = 256, num_test: int = 64, seed: int = 0) -> InDistributionData:
+    """Two easy classes of 32×32 images: a bright left half or a bright right half."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = rng.integers(0, 2, n)
+        x = rng.integers(0, 60, (n, 32, 32, 3))
+        for i, label in enumerate(y):
+            x[i, :, 16 * label : 16 * label + 16] += 150
+        return x.astype(np.uint8), y.astype(np.int64)
+
+    x_train, y_train = make(num_train)
+    x_test, y_test = make(num_test)
+    return InDistributionData("blobs", x_train, y_train, x_test, y_test, 2, False, None)
+
+
+def tiny_network(num_outputs: int, seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(num_outputs)(x))
+
+
+def linear_network(num_outputs: int, seed: int = 0) -> keras.Model:
+    """A linear model on the flattened image: PGD against it is easy to reason about."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Flatten()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(num_outputs)(x))
+
+
+def as_float(images: np.ndarray) -> tf.Tensor:
+    return tf.constant(images, tf.float32) / 255.0

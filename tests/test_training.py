@@ -1,0 +1,70 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from atom_tf.errors import InvalidConfigError, NonFiniteLossError
+from atom_tf.training import TrainConfig, train
+
+FAST = dict(dataset="digits", model="small_cnn", epochs=2, num_candidates=512, num_selected=256,
+            lr_decay_epochs=(1,), jit_compile=False, seed=3)  # fmt: skip
+
+
+def test_train_writes_checkpoints_logs_and_summary(tmp_path):
+    summary = train(TrainConfig(method="ntom", **FAST), str(tmp_path), verbose=0)
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert os.path.exists(tmp_path / "network.weights.h5")
+    assert json.loads((tmp_path / "checkpoints" / "latest").read_text())["epoch"] == 1
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert "mining/window_score_max" in history[0] and "val_in_accuracy" in history[0]
+    windows = [(h["mining/window_score_min"], h["mining/window_score_max"]) for h in history]
+    assert windows[0] != windows[1]  # the model changed, so did the mined window
+    assert any(
+        f.startswith("events") for _, _, fs in os.walk(tmp_path / "logs" / "mining") for f in fs
+    )
+    # running again on a finished run changes nothing and trains no epoch
+    again = train(TrainConfig(method="ntom", **FAST), str(tmp_path), verbose=0)
+    assert again["resumed_from_epoch"] == 2
+    assert again["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+
+
+def test_a_different_configuration_is_refused_unless_overwrite(tmp_path):
+    train(TrainConfig(method="oe", **{**FAST, "epochs": 1}), str(tmp_path), verbose=0)
+    with pytest.raises(InvalidConfigError, match="--overwrite"):
+        train(
+            TrainConfig(method="oe", **{**FAST, "epochs": 1, "seed": 4}), str(tmp_path), verbose=0
+        )
+    summary = train(TrainConfig(method="oe", **{**FAST, "epochs": 1, "seed": 4}), str(tmp_path),
+                    overwrite=True, verbose=0)  # fmt: skip
+    assert summary["resumed_from_epoch"] == 0
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = TrainConfig(
+        method="ntom", **{**FAST, "epochs": 3, "learning_rate": 1e30, "lr_decay_epochs": ()}
+    )
+    with pytest.raises(NonFiniteLossError) as err:
+        train(config, str(tmp_path), verbose=0)
+    assert "\n" not in str(err.value) and "learning_rate" in str(err.value)
+    latest = tmp_path / "checkpoints" / "latest"
+    if latest.exists():  # any checkpoint that was written holds finite weights
+        import h5py
+
+        epoch = json.loads(latest.read_text())["epoch"]
+        with h5py.File(tmp_path / "checkpoints" / f"epoch_{epoch:04d}" / "model.weights.h5") as f:
+            values = []
+            f.visititems(lambda _, d: values.append(np.asarray(d)) if hasattr(d, "shape") else None)
+        assert all(np.all(np.isfinite(v)) for v in values)
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [({"method": "vos"}, "unknown method"), ({"num_candidates": 10, "num_selected": 20}, "n must be <= N"),
+     ({"num_candidates": 100, "num_selected": 50, "quantile": 0.75}, r"\[0, 1 - n/N\]"),
+     ({"out_batch": 7}, "even"), ({"method": "oe", "mining": "window"}, "K\\+1")],
+)  # fmt: skip
+def test_invalid_configurations_fail_before_training(tmp_path, changes, match):
+    with pytest.raises(InvalidConfigError, match=match):
+        train(TrainConfig(**{**FAST, **changes}), str(tmp_path / "run"), verbose=0)
