@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from atom_tf.batching import map_batches
 from atom_tf.data.augment import random_crop_flip, seed_for
 from atom_tf.data.outlier_pools import OutlierPool
 from atom_tf.errors import InvalidConfigError
@@ -59,14 +60,7 @@ def make_ood_scorer(model: keras.Model, batch_size: int = 512, jit_compile: bool
         return ood_probability(model(x, training=False))
 
     def score_all(images: np.ndarray) -> np.ndarray:
-        out = np.empty(len(images), dtype=np.float32)
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            pad = batch_size - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            out[start : start + batch_size] = score(chunk).numpy()[: batch_size - pad]
-        return out
+        return map_batches(lambda batch, _: score(batch).numpy(), images, batch_size)
 
     return score_all
 

@@ -31,3 +31,11 @@ def test_outputs_and_internal_normalisation(name, rng):
     assert model(x, training=False).shape == (2, 11)
     assert any(layer.name == "normalize" for layer in model.layers)
     assert not any(layer.name == "normalize" for layer in build_model(name, 11).layers)
+
+
+def test_forward_macs_match_the_published_costs():
+    from atom_tf.models.flops import forward_macs
+
+    # PROTOCOL §7: about 288M multiply-adds (DenseNet-BC-100) and 1.30G (WRN-40-4) per image
+    assert round(forward_macs(build_model("densenet_bc_100", 11)) / 1e6) in range(280, 297)
+    assert round(forward_macs(build_model("wrn_40_4", 10)) / 1e9, 2) == 1.30

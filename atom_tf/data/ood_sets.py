@@ -1,0 +1,214 @@
+"""OOD test sets (PROTOCOL §4): a registry of loaders returning uint8 [N, 32, 32, 3].
+
+tfds sets (svhn, cifar10, dtd), image folders as distributed for ODIN (places365, lsun_c,
+lsun_r, isun), seeded noise, and the embedded sets that need no download: `textures` (crops
+of scikit-image's brick, grass and gravel photographs) and `faces` (its LFW subset).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from atom_tf.data.in_distribution import tfds_images
+from atom_tf.errors import DatasetNotFoundError, InvalidConfigError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+STANDARD_SETS = {  # the six OOD test sets averaged in Table 1
+    "svhn": ["svhn", "dtd", "places365", "lsun_c", "lsun_r", "isun"],  # for CIFAR in-distribution
+    "other": [
+        "cifar10",
+        "dtd",
+        "places365",
+        "lsun_c",
+        "lsun_r",
+        "isun",
+    ],  # for SVHN in-distribution
+}
+EMBEDDED_SETS = ["textures", "faces", "gaussian_noise", "uniform_noise"]
+
+OodLoader = Callable[..., np.ndarray]
+_OOD_SETS: dict[str, OodLoader] = {}
+
+
+def register_ood_set(name: str):
+    def wrap(fn: OodLoader) -> OodLoader:
+        _OOD_SETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def ood_set_names() -> list[str]:
+    return sorted(_OOD_SETS)
+
+
+def load_ood_set(
+    name: str,
+    max_images: int | None = None,
+    data_dir: str | None = None,
+    ood_dir: str | None = None,
+    download: bool = True,
+    seed: int = 0,
+) -> np.ndarray:
+    """Loads an OOD test set by name; at most `max_images` (a seeded random subset)."""
+    if name not in _OOD_SETS:
+        raise InvalidConfigError(f"unknown OOD set {name!r}; choose from {ood_set_names()}")
+    images = _OOD_SETS[name](
+        data_dir=data_dir, ood_dir=ood_dir, download=download, seed=seed, max_images=max_images
+    )
+    if max_images is not None and len(images) > max_images:
+        keep = np.sort(np.random.default_rng(seed).choice(len(images), max_images, replace=False))
+        images = images[keep]
+    return images
+
+
+def resize_short_side_center_crop(image: np.ndarray, size: int = 32) -> np.ndarray:
+    """Resizes so the short side is `size` (area interpolation), then centre-crops to size²."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return resized[top : top + size, left : left + size]
+
+
+def load_image_folder(folder: str, name: str) -> np.ndarray:
+    """All images under `folder` (recursively), RGB, short side 32, centre crop; unreadable
+    files are skipped and reported once (count and first path)."""
+    from PIL import Image
+
+    if not os.path.isdir(folder):
+        raise DatasetNotFoundError(
+            f"OOD set {name!r}: no folder {folder}; put its images in {folder} (or pass --ood_dir)"
+        )
+    paths = sorted(
+        os.path.join(root, f)
+        for root, _, files in os.walk(folder)
+        for f in files
+        if f.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    images, bad = [], []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                images.append(resize_short_side_center_crop(np.asarray(im.convert("RGB"))))
+        except Exception:  # PIL raises many types for corrupt files
+            bad.append(path)
+    if bad:
+        print(f"warning: OOD set {name!r}: skipped {len(bad)} unreadable file(s), first: {bad[0]}")
+    if not images:
+        raise DatasetNotFoundError(
+            f"OOD set {name!r}: no readable images in {folder}; put the {name} images "
+            f"({', '.join(IMAGE_EXTENSIONS[:3])}, ...) there"
+        )
+    return np.stack(images).astype(np.uint8)
+
+
+def _folder_set(name: str, subfolder: str) -> OodLoader:
+    def load(ood_dir=None, **_) -> np.ndarray:
+        root = ood_dir or os.environ.get("ATOM_OOD_DIR", "data/ood")
+        return load_image_folder(os.path.join(root, subfolder), name)
+
+    return load
+
+
+for _name, _sub in [
+    ("places365", "places365"),
+    ("lsun_c", "LSUN"),
+    ("lsun_r", "LSUN_resize"),
+    ("isun", "iSUN"),
+]:
+    register_ood_set(_name)(_folder_set(_name, _sub))
+
+
+@register_ood_set("svhn")
+def svhn_test(data_dir=None, download=True, seed=0, **_) -> np.ndarray:
+    """SVHN test, 1,000 images per class (10,000), seeded."""
+    images, labels = tfds_images("svhn_cropped", "test", data_dir, download)
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate(
+        [rng.permutation(np.flatnonzero(labels == c))[:1000] for c in np.unique(labels)]
+    )
+    return images[np.sort(keep)]
+
+
+@register_ood_set("cifar10")
+def cifar10_test(data_dir=None, download=True, **_) -> np.ndarray:
+    return tfds_images("cifar10", "test", data_dir, download)[0]
+
+
+@register_ood_set("dtd")
+def dtd_all(data_dir=None, download=True, **_) -> np.ndarray:
+    """Describable Textures, all 5,640 images (train + validation + test), resized + centre crop."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder("dtd", data_dir=data_dir or os.environ.get("TFDS_DATA_DIR"))
+    tfds_images("dtd", "test", data_dir, download, label_key=None)  # availability check
+    out = []
+    for split in ("train", "validation", "test"):
+        for example in tfds.as_numpy(builder.as_dataset(split=split)):
+            out.append(resize_short_side_center_crop(example["image"]))
+    return np.stack(out).astype(np.uint8)
+
+
+def _noise(kind: str, seed: int, count: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 17])
+    shape = (count, 32, 32, 3)
+    values = rng.normal(0.5, 1.0, shape) if kind == "gaussian" else rng.uniform(0.0, 1.0, shape)
+    return np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+@register_ood_set("gaussian_noise")
+def gaussian_noise(seed=0, max_images=None, **_) -> np.ndarray:
+    """N(0.5, 1) per value, clipped to [0, 1]; 10,000 images."""
+    return _noise("gaussian", seed, min(10_000, max_images or 10_000))
+
+
+@register_ood_set("uniform_noise")
+def uniform_noise(seed=0, max_images=None, **_) -> np.ndarray:
+    """U[0, 1] per value; 10,000 images."""
+    return _noise("uniform", seed, min(10_000, max_images or 10_000))
+
+
+@register_ood_set("textures")
+def embedded_textures(seed=0, **_) -> np.ndarray:
+    """1,500 crops (side 32-128, resized to 32×32) of scikit-image's brick, grass and gravel."""
+    import cv2
+    import skimage.data as skd
+
+    rng = np.random.default_rng([seed, 23])
+    out = []
+    for texture in (skd.brick(), skd.grass(), skd.gravel()):
+        for _ in range(500):
+            side = int(rng.integers(32, 129))
+            top, left = (
+                rng.integers(0, texture.shape[0] - side + 1),
+                rng.integers(0, texture.shape[1] - side + 1),
+            )
+            crop = cv2.resize(
+                texture[top : top + side, left : left + side],
+                (32, 32),
+                interpolation=cv2.INTER_AREA,
+            )
+            out.append(np.repeat(crop[..., None], 3, axis=-1))
+    return np.stack(out).astype(np.uint8)
+
+
+@register_ood_set("faces")
+def embedded_faces(**_) -> np.ndarray:
+    """The 100 LFW face crops scikit-image ships (25×25 grey), resized to 32×32 RGB."""
+    import cv2
+    import skimage.data as skd
+
+    faces = skd.lfw_subset()[:100]  # the first 100 are faces, the rest non-faces
+    resized = [
+        cv2.resize(f.astype(np.float32), (32, 32), interpolation=cv2.INTER_LINEAR) for f in faces
+    ]
+    grey = np.round(np.clip(np.stack(resized), 0, 1) * 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)

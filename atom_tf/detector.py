@@ -1,0 +1,141 @@
+"""The open-world detector of the paper's Figure 1, usable without the command-line tools.
+
+    detector = atom_tf.load_detector("runs/digits_atom")
+    accepted, labels = detector.predict(images)   # images: uint8 or float in [0,1]
+
+`score` is the detection score (higher = more in-distribution); `threshold` accepts 95% of the
+in-distribution test set (PROTOCOL §5), saved with the run and recomputed on demand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from atom_tf.batching import map_batches
+from atom_tf.checkpoint import CheckpointManager, load_run_config
+from atom_tf.data import InDistributionData, load_in_distribution
+from atom_tf.errors import InvalidConfigError
+from atom_tf.methods import get_method
+from atom_tf.metrics import threshold_at_tpr
+from atom_tf.models import build_model
+from atom_tf.robust_model import RobustOODModel
+from atom_tf.scorers import Scorer, default_scorer, get_scorer
+
+
+def as_unit_float(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    return (
+        images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+    )
+
+
+@dataclasses.dataclass
+class Detector:
+    network: keras.Model
+    num_classes: int
+    scorer: Scorer
+    threshold: float | None = None
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        self._score = tf.function(
+            lambda x: self.scorer.score(self.logits, x, self.num_classes), reduce_retracing=True
+        )
+        self._logits = tf.function(self.logits, reduce_retracing=True)
+
+    def logits(self, images: tf.Tensor) -> tf.Tensor:
+        return self.network(images, training=False)
+
+    def _batched(self, fn, images: np.ndarray) -> np.ndarray:
+        return map_batches(
+            lambda batch, _: fn(tf.constant(batch)).numpy(), as_unit_float(images), self.batch_size
+        )
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        """Detection scores, higher = more in-distribution."""
+        return self._batched(self._score, images)
+
+    def classify(self, images: np.ndarray) -> np.ndarray:
+        """Semantic label: argmax over the first K classes."""
+        return self._batched(
+            lambda x: tf.argmax(self._logits(x)[:, : self.num_classes], -1), images
+        )
+
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(accepted as in-distribution, class label) per image."""
+        if self.threshold is None:
+            raise InvalidConfigError(
+                "detector has no threshold; use load_detector or calibrate() first"
+            )
+        return self.score(images) >= self.threshold, self.classify(images)
+
+    def calibrate(self, in_distribution_images: np.ndarray, tpr: float = 0.95) -> float:
+        """Sets the threshold so that a share `tpr` of these (clean) images is accepted."""
+        self.threshold = threshold_at_tpr(self.score(in_distribution_images), tpr)
+        return self.threshold
+
+
+def load_network(
+    run_dir: str, overrides: dict | None = None
+) -> tuple[keras.Model, dict, InDistributionData]:
+    """The trained network of a run (final weights, else its latest checkpoint)."""
+    config = {**load_run_config(run_dir), **(overrides or {})}
+    method = get_method(config["method"])
+    data = load_in_distribution(
+        config["dataset"], config.get("data_dir") or None, config.get("download", True)
+    )
+    network = build_model(config["model"], method.num_outputs(data.num_classes), data.normalization)
+    final = os.path.join(run_dir, "network.weights.h5")
+    if os.path.exists(final):
+        network.load_weights(final)
+    else:
+        wrapper = RobustOODModel(network, method, data.num_classes)
+        wrapper.build((None, 32, 32, 3))
+        optimizer = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
+        if CheckpointManager(run_dir).restore(wrapper, optimizer) is None:
+            raise InvalidConfigError(
+                f"{run_dir} has no trained weights yet (no checkpoint); train first"
+            )
+    return network, {**config, "num_classes": data.num_classes}, data
+
+
+def load_detector(
+    run_dir: str,
+    scorer: str | None = None,
+    recompute_threshold: bool = False,
+    overrides: dict | None = None,
+) -> Detector:
+    """Loads a trained run as a Detector with its 95%-TPR threshold (cached in the run)."""
+    return load_run(run_dir, scorer, recompute_threshold, overrides)[0]
+
+
+def load_run(
+    run_dir: str,
+    scorer: str | None = None,
+    recompute_threshold: bool = False,
+    overrides: dict | None = None,
+) -> tuple[Detector, dict, InDistributionData]:
+    """The detector of a run, its configuration and its in-distribution data."""
+    network, config, data = load_network(run_dir, overrides)
+    name = scorer or default_scorer(get_method(config["method"]).kplus1)
+    chosen = get_scorer(name)
+    if chosen.kplus1_only and not get_method(config["method"]).kplus1:
+        raise InvalidConfigError(
+            f"scorer {name!r} needs a K+1 model; {config['method']!r} is K-way"
+        )
+    detector = Detector(network, data.num_classes, chosen)
+    path = os.path.join(run_dir, f"threshold_{name}.json")
+    if os.path.exists(path) and not recompute_threshold:
+        with open(path) as f:
+            detector.threshold = float(json.load(f)["threshold"])
+    else:
+        detector.calibrate(data.x_test)
+        with open(path, "w") as f:
+            json.dump({"threshold": detector.threshold, "tpr": 0.95, "scorer": name}, f)
+    return detector, config, data

@@ -1,0 +1,157 @@
+"""Evaluates a trained detector on every (OOD set × threat model) asked for.
+
+Scores are saved per (set, threat) under `results_dir/scores/`, so an interrupted evaluation,
+run again, continues where it stopped and recomputes nothing finished. The settings that
+determine the numbers are saved in `results_dir/settings.json`; a different setting in the
+same folder is refused unless `overwrite`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+
+from atom_tf.data.ood_sets import load_ood_set
+from atom_tf.detector import Detector, as_unit_float, load_run
+from atom_tf.errors import InvalidConfigError
+from atom_tf.metrics import detection_metrics, end_to_end_accuracy
+from atom_tf.threats import AttackSettings, ThreatContext, get_threat
+
+
+@dataclasses.dataclass
+class EvalSettings:
+    ood_sets: tuple[str, ...]
+    threats: tuple[str, ...] = ("natural", "linf")
+    scorer: str | None = None
+    attack: AttackSettings = dataclasses.field(default_factory=AttackSettings)
+    max_ood_images: int | None = None
+    batch_size: int = 256
+    seed: int = 0
+    jit_compile: bool = False
+
+    def identity(self) -> dict:
+        """What determines the saved scores (the list of sets/threats may grow freely)."""
+        d = dataclasses.asdict(self)
+        for key in ("ood_sets", "threats", "batch_size", "jit_compile"):
+            d.pop(key)
+        return d
+
+
+def _prepare_results_dir(results_dir: str, identity: dict, overwrite: bool) -> None:
+    path = os.path.join(results_dir, "settings.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if overwrite:
+            shutil.rmtree(results_dir)
+        elif previous != identity:
+            changed = sorted(
+                k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k)
+            )
+            raise InvalidConfigError(
+                f"{results_dir} holds results for other settings ({', '.join(changed)}); pass "
+                "--overwrite or another --results_dir"
+            )
+    os.makedirs(os.path.join(results_dir, "scores"), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(identity, f, indent=2, sort_keys=True)
+
+
+def ood_scores(
+    detector: Detector, images: np.ndarray, threat: str, settings: EvalSettings, verbose: bool
+) -> np.ndarray:
+    """Detection scores of OOD images after the threat model."""
+    ctx = ThreatContext(
+        logits_fn=detector.logits,
+        scorer=detector.scorer,
+        num_classes=detector.num_classes,
+        attack=settings.attack,
+        score_fn=detector.score,
+        batch_size=settings.batch_size,
+        jit_compile=settings.jit_compile,
+        seed=settings.seed,
+        verbose=verbose,
+    )
+    shown = get_threat(threat)(as_unit_float(images), ctx)
+    return detector.score(shown)
+
+
+def evaluate(
+    run_dir: str,
+    results_dir: str,
+    settings: EvalSettings,
+    overwrite: bool = False,
+    data_dir: str | None = None,
+    ood_dir: str | None = None,
+    overrides: dict | None = None,
+    verbose: bool = True,
+) -> dict:
+    """Runs the evaluation; returns (and writes) every number with the exact settings."""
+    for threat in settings.threats:
+        get_threat(threat)  # unknown names fail before any work
+    detector, config, data = load_run(run_dir, settings.scorer, overrides=overrides)
+    scorer_name = detector.scorer.name
+    identity = {**settings.identity(), "scorer": scorer_name, "run": os.path.abspath(run_dir)}
+    _prepare_results_dir(results_dir, identity, overwrite)
+
+    in_scores = detector.score(data.x_test)
+    threshold = detector.threshold
+    predictions = detector.classify(data.x_test)
+    results = {
+        "run_dir": os.path.abspath(run_dir),
+        "dataset": config["dataset"],
+        "method": config["method"],
+        "model": config["model"],
+        "settings": {
+            **identity,
+            "ood_sets": list(settings.ood_sets),
+            "threats": list(settings.threats),
+        },
+        "threshold": threshold,
+        "in_distribution": {
+            "test_images": len(data.x_test),
+            "accuracy": 100 * float(np.mean(predictions == data.y_test)),
+            "end_to_end_accuracy": 100
+            * end_to_end_accuracy(in_scores, predictions, data.y_test, threshold),
+            "tpr": 100 * float(np.mean(in_scores >= threshold)),
+        },
+        "ood": {},
+    }
+    scores_dir = os.path.join(results_dir, "scores")
+    np.save(os.path.join(scores_dir, "in_distribution.npy"), in_scores)
+    for set_name in settings.ood_sets:
+        images = None
+        for threat in settings.threats:
+            path = os.path.join(scores_dir, f"{set_name}__{threat}.npy")
+            if os.path.exists(path):
+                scores = np.load(path)
+                if verbose:
+                    print(f"{set_name} / {threat}: scores found, not recomputed")
+            else:
+                if images is None:
+                    images = load_ood_set(
+                        set_name, settings.max_ood_images, data_dir, ood_dir, seed=settings.seed
+                    )
+                start = time.perf_counter()
+                scores = ood_scores(detector, images, threat, settings, verbose)
+                np.save(path + ".tmp.npy", scores)
+                os.replace(path + ".tmp.npy", path)
+                if verbose:
+                    print(
+                        f"{set_name} / {threat}: {len(scores):,} images in {time.perf_counter() - start:.1f} s"
+                    )
+            metrics = detection_metrics(in_scores, scores)
+            results["ood"].setdefault(set_name, {})[threat] = {"images": len(scores), **metrics}
+    results["average"] = {
+        threat: {
+            key: float(np.mean([results["ood"][s][threat][key] for s in settings.ood_sets]))
+            for key in ("fpr95", "auroc", "aupr_in", "aupr_out")
+        }
+        for threat in settings.threats
+    }
+    return results

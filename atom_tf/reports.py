@@ -1,0 +1,135 @@
+"""Reports of an evaluation: results.json, results.csv, results.md (laid out like the paper's
+Table 1), PNG plots (score histograms, ROC curves) and TensorBoard summaries."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+
+METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out")
+
+
+def markdown_table(results: dict) -> str:
+    threats = results["settings"]["threats"]
+    ind = results["in_distribution"]
+    lines = [
+        f"# {results['method'].upper()} on {results['dataset']} ({results['model']}), scorer "
+        f"`{results['settings']['scorer']}`",
+        "",
+        f"In-distribution test accuracy {ind['accuracy']:.2f}%, end-to-end accuracy at the 95%-TPR "
+        f"threshold {ind['end_to_end_accuracy']:.2f}% (TPR {ind['tpr']:.2f}%, {ind['test_images']} images).",
+        "",
+        "FPR at 95% TPR ↓ / AUROC ↑, in percent (in-distribution positive).",
+        "",
+        "| OOD set | images | " + " | ".join(threats) + " |",
+        "|---|---|" + "---|" * len(threats),
+    ]
+    for name, per_threat in results["ood"].items():
+        images = next(iter(per_threat.values()))["images"]
+        cells = [f"{per_threat[t]['fpr95']:.2f} / {per_threat[t]['auroc']:.2f}" for t in threats]
+        lines.append(f"| {name} | {images} | " + " | ".join(cells) + " |")
+    avg = results["average"]
+    lines.append(
+        "| **average** | | "
+        + " | ".join(f"**{avg[t]['fpr95']:.2f} / {avg[t]['auroc']:.2f}**" for t in threats)
+        + " |"
+    )
+    a = results["settings"]["attack"]
+    lines += ["", f"L∞ attack: ε = {a['epsilon'] * 255:.0f}/255, {a['steps']} steps of {a['step_size'] * 255:.0f}/255, "
+              f"{a['restarts']} restart(s){', adaptive objective' if a['adaptive'] else ''}."]  # fmt: skip
+    for extra in results.get("extra_tables", []):
+        lines += ["", extra]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(
+    results: dict, results_dir: str, log_dir: str | None = None, plots: bool = True
+) -> None:
+    with open(os.path.join(results_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(results_dir, "results.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dataset", "method", "scorer", "ood_set", "threat", "images", *METRICS])
+        for name, per_threat in results["ood"].items():
+            for threat, m in per_threat.items():
+                writer.writerow([results["dataset"], results["method"], results["settings"]["scorer"], name, threat,
+                                 m["images"], *(f"{m[k]:.4f}" for k in METRICS)])  # fmt: skip
+        for threat, m in results["average"].items():
+            writer.writerow([results["dataset"], results["method"], results["settings"]["scorer"], "average", threat,
+                             "", *(f"{m[k]:.4f}" for k in METRICS)])  # fmt: skip
+    with open(os.path.join(results_dir, "results.md"), "w") as f:
+        f.write(markdown_table(results))
+    if plots:
+        plot_scores(results, results_dir)
+    if log_dir:
+        write_tensorboard(results, log_dir)
+
+
+def _scores(results_dir: str, name: str) -> np.ndarray:
+    return np.load(os.path.join(results_dir, "scores", f"{name}.npy"))
+
+
+def plot_scores(results: dict, results_dir: str) -> None:
+    """One PNG per threat: score histograms (in-distribution vs each OOD set) and ROC curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    in_scores = _scores(results_dir, "in_distribution")
+    for threat in results["settings"]["threats"]:
+        sets = list(results["ood"])
+        fig, axes = plt.subplots(1, len(sets) + 1, figsize=(4 * (len(sets) + 1), 3.4))
+        for ax, name in zip(axes[:-1], sets, strict=True):
+            ood = _scores(results_dir, f"{name}__{threat}")
+            bins = np.linspace(min(in_scores.min(), ood.min()), max(in_scores.max(), ood.max()), 50)
+            ax.hist(in_scores, bins, alpha=0.6, density=True, label="in-distribution")
+            ax.hist(ood, bins, alpha=0.6, density=True, label=name)
+            ax.axvline(results["threshold"], color="k", ls="--", lw=1, label="95% TPR threshold")
+            m = results["ood"][name][threat]
+            ax.set_title(f"{name}: FPR95 {m['fpr95']:.1f}%, AUROC {m['auroc']:.1f}%", fontsize=9)
+            ax.set_xlabel("detection score")
+        axes[0].legend(fontsize=7)
+        ax = axes[-1]
+        for name in sets:
+            ood = _scores(results_dir, f"{name}__{threat}")
+            thresholds = np.unique(np.concatenate([in_scores, ood]))[::-1]
+            tpr = [(in_scores >= t).mean() for t in thresholds]
+            fpr = [(ood >= t).mean() for t in thresholds]
+            ax.plot([0, *fpr], [0, *tpr], label=name)
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set(
+            xlabel="FPR (OOD accepted)",
+            ylabel="TPR (in-distribution accepted)",
+            title=f"ROC, {threat}",
+        )
+        ax.legend(fontsize=7)
+        fig.suptitle(
+            f"{results['method'].upper()} on {results['dataset']}: {threat} OOD", fontsize=10
+        )
+        fig.tight_layout()
+        fig.savefig(os.path.join(results_dir, f"scores_{threat}.png"), dpi=90)
+        plt.close(fig)
+
+
+def write_tensorboard(results: dict, log_dir: str) -> None:
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default(step=0):
+        for name, per_threat in results["ood"].items():
+            for threat, m in per_threat.items():
+                for key in METRICS:
+                    tf.summary.scalar(f"eval/{threat}/{name}/{key}", m[key])
+        for threat, m in results["average"].items():
+            for key in METRICS:
+                tf.summary.scalar(f"eval/{threat}/average/{key}", m[key])
+        tf.summary.scalar("eval/in_distribution/accuracy", results["in_distribution"]["accuracy"])
+        tf.summary.scalar(
+            "eval/in_distribution/end_to_end_accuracy",
+            results["in_distribution"]["end_to_end_accuracy"],
+        )
+    writer.flush()

@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+"""Training-step and mining benchmark; every ratio is measured within this one run.
+
+Prints: the machine's float32 matmul rate; the ATOM step (64 in-distribution + 128 outliers,
+PGD-5 on 64 of them) for DenseNet-BC-100 with and without XLA, in seconds, images/s and the
+achieved fraction of the matmul rate; the NTOM step; the mining scoring rate; and the extra
+peak memory of mining N = 400,000 candidates (in a fresh subprocess).
+
+FLOP convention (analytical, F = 2 × forward multiply-adds of one image): a training image
+costs 3F (forward + backward), a PGD step 2F (forward + input gradient), and the attack
+evaluates the clean input and the final iterate (2F more): ATOM = 64·(5·2F + 2F) + 192·3F.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from atom_tf.methods import get_method
+from atom_tf.mining import make_ood_scorer
+from atom_tf.models import build_model
+from atom_tf.models.flops import forward_macs
+from atom_tf.robust_model import RobustOODModel
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "densenet_bc_100", "Architecture to time.")
+flags.DEFINE_integer("steps", 3, "Timed steps per configuration (after one warm-up step).")
+flags.DEFINE_integer("mining_candidates", 400_000, "N for the mining memory measurement.")
+flags.DEFINE_integer("score_images", 2048, "Images scored to measure the mining rate.")
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    tf.matmul(a, b).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        c = tf.matmul(a, b)
+    c.numpy()
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def time_step(method: str, jit: bool, steps: int) -> float:
+    m = get_method(method)
+    keras.utils.set_random_seed(0)
+    model = RobustOODModel(build_model(FLAGS.model, m.num_outputs(10)), m, 10)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), jit_compile=jit)
+    rng = np.random.default_rng(0)
+    batch = (
+        rng.random((64, 32, 32, 3), np.float32),
+        rng.integers(0, 10, 64),
+        rng.random((128, 32, 32, 3), np.float32),
+    )
+    data = tf.data.Dataset.from_tensors(batch).repeat()
+    model.fit(data, epochs=1, steps_per_epoch=1, verbose=0)  # trace, compile, warm up
+    start = time.perf_counter()
+    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+    return (time.perf_counter() - start) / steps
+
+
+MEMORY_CHILD = r"""
+import os, resource, sys, tempfile
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import numpy as np, psutil
+sys.path.insert(0, sys.argv[3])
+from atom_tf.data import load_pool
+from atom_tf.mining import OutlierMiner, make_ood_scorer
+from atom_tf.models import build_model
+n_candidates, path = int(sys.argv[1]), sys.argv[2]
+model = build_model("small_cnn", 11)
+score = make_ood_scorer(model, jit_compile=False)
+score(np.zeros((1024, 32, 32, 3), np.uint8))
+pool = load_pool("tiny_images_300k", path)
+miner = OutlierMiner(pool, n_candidates, n_candidates // 4, quantile=0.125, seed=1)
+base = psutil.Process().memory_info().rss
+result = miner.mine(0, score)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(f"{(peak - base) / 2**30:.3f} {result.seconds:.1f} {len(result.images)}")
+"""
+
+
+def mining_memory(n_candidates: int) -> tuple[float, float, int]:
+    """Extra peak RSS (GiB) of mining N candidates from a 300K-image pool file, measured in a
+    fresh process so earlier peaks do not hide it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "pool.npy")
+        pool = np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.uint8, shape=(300_000, 32, 32, 3)
+        )
+        rng = np.random.default_rng(0)
+        for start in range(0, 300_000, 50_000):
+            pool[start : start + 50_000] = rng.integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8)
+        pool.flush()
+        del pool
+        repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+        out = subprocess.run(
+            [sys.executable, "-c", MEMORY_CHILD, str(n_candidates), path, repo],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+    return float(out[0]), float(out[1]), int(out[2])
+
+
+def main(argv):
+    del argv
+    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPU cores")
+    gflops = matmul_gflops()
+    print(f"matmul (2048², float32): {gflops:.1f} GFLOP/s")
+    network = build_model(FLAGS.model, 11)
+    f = 2 * forward_macs(network) / 1e9
+    atom_gflop = 64 * (5 * 2 * f + 2 * f) + 192 * 3 * f
+    ntom_gflop = 192 * 3 * f
+    print(f"{FLAGS.model}: {f / 2 * 1e3:.1f}M multiply-adds per image forward; ATOM step {atom_gflop:.0f} GFLOP, "
+          f"NTOM step {ntom_gflop:.0f} GFLOP")  # fmt: skip
+    rows = []
+    for method, jit, gf in (
+        ("atom", True, atom_gflop),
+        ("atom", False, atom_gflop),
+        ("ntom", False, ntom_gflop),
+        ("ntom", True, ntom_gflop),
+    ):
+        seconds = time_step(method, jit, FLAGS.steps)
+        rows.append((method, jit, seconds))
+        print(f"{method.upper()} step, XLA {'on ' if jit else 'off'}: {seconds:.2f} s, {192 / seconds:.1f} images/s, "
+              f"{gf / seconds:.1f} GFLOP/s = {gf / seconds / gflops:.1%} of matmul", flush=True)  # fmt: skip
+    atom_xla, atom_eager = rows[0][2], rows[1][2]
+    print(
+        f"ATOM step: XLA off / XLA on time ratio = {atom_eager / atom_xla:.2f} (> 1 means XLA is faster)"
+    )
+    scorer = make_ood_scorer(network, batch_size=512, jit_compile=False)
+    images = np.random.default_rng(0).integers(
+        0, 256, (FLAGS.score_images, 32, 32, 3), dtype=np.uint8
+    )
+    scorer(images[:512])
+    start = time.perf_counter()
+    scorer(images)
+    rate = FLAGS.score_images / (time.perf_counter() - start)
+    print(f"mining scoring rate ({FLAGS.model}, inference): {rate:.0f} images/s "
+          f"(N = 400,000 would take {400_000 / rate / 60:.1f} min)")  # fmt: skip
+    extra, seconds, kept = mining_memory(FLAGS.mining_candidates)
+    print(f"mining N = {FLAGS.mining_candidates:,} (n = {kept:,}) from a 300K-image pool file, small_cnn scorer: "
+          f"extra peak memory {extra:.2f} GiB (target < 2 GB), {seconds:.0f} s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,130 @@
+"""Evaluation end to end on a small run trained here: detector API, threats, resumable
+per-(set, threat) scores, reports, and bin/evaluate.py as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import atom_tf
+from atom_tf.data.ood_sets import load_ood_set
+from atom_tf.evaluation import EvalSettings, evaluate
+from atom_tf.reports import write_reports
+from atom_tf.threats import AttackSettings, ThreatContext, get_threat
+from atom_tf.training import TrainConfig, train
+from tests.conftest import REPO
+
+FAST = dict(dataset="digits", model="small_cnn", epochs=2, num_candidates=512, num_selected=256,
+            lr_decay_epochs=(1,), jit_compile=False, seed=3)  # fmt: skip
+QUICK = AttackSettings(steps=5, step_size=2 / 255)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run")
+    train(TrainConfig(method="ntom", **FAST), str(path), verbose=0)
+    return str(path)
+
+
+def test_detector_api_accepts_95_percent_and_labels(run_dir):
+    from atom_tf.data import load_in_distribution
+
+    detector = atom_tf.load_detector(run_dir)
+    data = load_in_distribution("digits")
+    accepted, labels = detector.predict(data.x_test)
+    assert accepted.mean() == pytest.approx(0.95, abs=0.01)
+    assert labels.shape == (360,) and labels.max() < 10
+    assert os.path.exists(os.path.join(run_dir, "threshold_kplus1.json"))
+    cached = atom_tf.load_detector(run_dir)
+    assert cached.threshold == detector.threshold
+    assert np.allclose(
+        detector.score(data.x_test[:5]), detector.score(data.x_test[:5].astype(np.float32) / 255)
+    )
+
+
+def context(detector, attack=QUICK):
+    return ThreatContext(detector.logits, detector.scorer, detector.num_classes, attack, detector.score,
+                         batch_size=64, verbose=False)  # fmt: skip
+
+
+def test_linf_threat_lowers_the_margin_and_never_worsens_the_objective(run_dir):
+    import tensorflow as tf
+
+    detector = atom_tf.load_detector(run_dir)
+    images = load_ood_set("textures", max_images=64).astype(np.float32) / 255
+    attacked = get_threat("linf")(images, context(detector))
+    assert (
+        np.abs(attacked - images).max() <= 8 / 255 + 1e-6
+        and attacked.min() >= 0
+        and attacked.max() <= 1
+    )
+    assert detector.score(attacked).mean() > detector.score(images).mean()  # more in-distribution
+    objective = detector.scorer.attack_objective(10)
+    clean = objective(detector.logits(tf.constant(images))).numpy()
+    adv = objective(detector.logits(tf.constant(attacked))).numpy()
+    assert np.all(adv >= clean - 1e-5)
+    longer = get_threat("linf")(
+        images, context(detector, AttackSettings(steps=15, step_size=2 / 255))
+    )
+    assert objective(detector.logits(tf.constant(longer))).numpy().mean() >= adv.mean() - 1e-6
+    assert np.array_equal(get_threat("natural")(images, context(detector)), images)
+
+
+def test_evaluate_is_resumable_and_reports(run_dir, tmp_path, capsys):
+    settings = EvalSettings(ood_sets=("faces", "uniform_noise"), attack=QUICK, max_ood_images=40)
+    results = evaluate(run_dir, str(tmp_path), settings)
+    assert set(results["ood"]) == {"faces", "uniform_noise"}
+    for per_threat in results["ood"].values():
+        for m in per_threat.values():
+            assert 0 <= m["fpr95"] <= 100 and 0 <= m["auroc"] <= 100
+    assert results["in_distribution"]["tpr"] == pytest.approx(95, abs=1)
+    saved = np.load(tmp_path / "scores" / "faces__linf.npy")
+    # a second run loads every score instead of recomputing it
+    again = evaluate(run_dir, str(tmp_path), settings)
+    assert capsys.readouterr().out.count("not recomputed") == 4
+    assert again["ood"] == results["ood"]
+    assert np.array_equal(np.load(tmp_path / "scores" / "faces__linf.npy"), saved)
+    write_reports(results, str(tmp_path), str(tmp_path / "tb"))
+    for name in (
+        "results.json",
+        "results.csv",
+        "results.md",
+        "scores_natural.png",
+        "scores_linf.png",
+    ):
+        assert (tmp_path / name).stat().st_size > 0
+    table = (tmp_path / "results.md").read_text()
+    assert (
+        "| faces | 40 |" in table and "| uniform_noise | 40 |" in table and "**average**" in table
+    )
+    assert json.loads((tmp_path / "results.json").read_text())["settings"]["attack"]["steps"] == 5
+    # other attack settings in the same folder are refused
+    from atom_tf.errors import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError, match="--overwrite"):
+        evaluate(
+            run_dir,
+            str(tmp_path),
+            EvalSettings(ood_sets=("faces",), attack=AttackSettings(steps=7)),
+        )
+
+
+def test_bin_evaluate_prints_the_table_and_fails_cleanly(run_dir, tmp_path):
+    cmd = [sys.executable, os.path.join(REPO, "bin", "evaluate.py"), f"--checkpoint={run_dir}",
+           "--ood_sets=gaussian_noise", "--max_ood_images=20", "--attack_steps=2", f"--results_dir={tmp_path}"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| gaussian_noise |" in result.stdout and (tmp_path / "results.csv").exists()
+    bad = subprocess.run(
+        [*cmd[:2], f"--checkpoint={tmp_path / 'none'}"], capture_output=True, text=True, timeout=600
+    )
+    assert (
+        bad.returncode == 2 and "not a training run" in bad.stderr and "Traceback" not in bad.stderr
+    )
+    bad = subprocess.run(
+        [*cmd, "--threats=natural,blur", "--overwrite"], capture_output=True, text=True, timeout=600
+    )
+    assert bad.returncode == 2 and "unknown threat model" in bad.stderr
