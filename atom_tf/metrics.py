@@ -14,7 +14,7 @@ import numpy as np
 def threshold_at_tpr(in_scores: np.ndarray, tpr: float = 0.95) -> float:
     """τ = sorted(in_scores)[round((1 - tpr) n)]."""
     ordered = np.sort(np.asarray(in_scores, dtype=np.float64))
-    index = min(int(round((1.0 - tpr) * len(ordered))), len(ordered) - 1)
+    index = min(round((1.0 - tpr) * len(ordered)), len(ordered) - 1)
     return float(ordered[index])
 
 

@@ -102,7 +102,7 @@ def main(argv: list[str]) -> None:
             FLAGS.attack_step_size,
             FLAGS.attack_restarts,
             FLAGS.adaptive,
-        ),  # fmt: skip
+        ),
         max_ood_images=FLAGS.max_ood_images or None,
         batch_size=FLAGS.batch_size,
         seed=FLAGS.seed,
