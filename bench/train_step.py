@@ -69,7 +69,7 @@ def time_step(method: str, jit: bool, steps: int) -> float:
 
 
 MEMORY_CHILD = r"""
-import os, resource, sys, tempfile
+import os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import numpy as np, psutil
 sys.path.insert(0, sys.argv[3])
@@ -84,7 +84,8 @@ pool = load_pool("tiny_images_300k", path)
 miner = OutlierMiner(pool, n_candidates, n_candidates // 4, quantile=0.125, seed=1)
 base = psutil.Process().memory_info().rss
 result = miner.mine(0, score)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM: this address space's peak RSS (ru_maxrss would carry the parent's peak over exec)
+peak = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024
 print(f"{(peak - base) / 2**30:.3f} {result.seconds:.1f} {len(result.images)}")
 """
 
