@@ -12,13 +12,13 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
 
-from atom_tf.models import build_model  # noqa: E402
-from atom_tf.scorers import get_scorer  # noqa: E402
-from atom_tf.threats import AttackSettings, ThreatContext, make_linf_attack  # noqa: E402
+from atom_tf.models import build_model
+from atom_tf.scorers import get_scorer
+from atom_tf.threats import AttackSettings, ThreatContext, make_linf_attack
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "densenet_bc_100", "Architecture.")
