@@ -23,6 +23,15 @@ from atom_tf.metrics import detection_metrics, end_to_end_accuracy
 from atom_tf.threats import AttackSettings, ThreatContext, get_threat
 
 
+def winner_counts(winners: np.ndarray, which: str) -> dict[str, int]:
+    """How often each variant ('name@severity', or 'clean') fooled the detector most."""
+    from atom_tf.corruption_threats import variant_names
+
+    names = ["clean", *variant_names(which)]
+    values, counts = np.unique(winners + 1, return_counts=True)
+    return {names[v]: int(c) for v, c in zip(values, counts, strict=True)}
+
+
 @dataclasses.dataclass
 class EvalSettings:
     ood_sets: tuple[str, ...]
@@ -64,8 +73,9 @@ def _prepare_results_dir(results_dir: str, identity: dict, overwrite: bool) -> N
 
 def ood_scores(
     detector: Detector, images: np.ndarray, threat: str, settings: EvalSettings, verbose: bool
-) -> np.ndarray:
-    """Detection scores of OOD images after the threat model."""
+) -> tuple[np.ndarray, dict]:
+    """Detection scores of OOD images after the threat model, and what the threat recorded
+    per image (e.g. the winning corruption)."""
     ctx = ThreatContext(
         logits_fn=detector.logits,
         scorer=detector.scorer,
@@ -78,7 +88,7 @@ def ood_scores(
         verbose=verbose,
     )
     shown = get_threat(threat)(as_unit_float(images), ctx)
-    return detector.score(shown)
+    return detector.score(shown), ctx.records
 
 
 def evaluate(
@@ -127,9 +137,11 @@ def evaluate(
     for set_name in settings.ood_sets:
         images = None
         for threat in settings.threats:
-            path = os.path.join(scores_dir, f"{set_name}__{threat}.npy")
+            path = os.path.join(scores_dir, f"{set_name}__{threat}.npz")
             if os.path.exists(path):
-                scores = np.load(path)
+                with np.load(path) as saved:
+                    scores = saved["scores"]
+                    records = {k: saved[k] for k in saved.files if k != "scores"}
                 if verbose:
                     print(f"{set_name} / {threat}: scores found, not recomputed")
             else:
@@ -138,15 +150,20 @@ def evaluate(
                         set_name, settings.max_ood_images, data_dir, ood_dir, seed=settings.seed
                     )
                 start = time.perf_counter()
-                scores = ood_scores(detector, images, threat, settings, verbose)
-                np.save(path + ".tmp.npy", scores)
-                os.replace(path + ".tmp.npy", path)
+                scores, records = ood_scores(detector, images, threat, settings, verbose)
+                np.savez(path + ".tmp.npz", scores=scores, **records)
+                os.replace(path + ".tmp.npz", path)
                 if verbose:
                     print(
                         f"{set_name} / {threat}: {len(scores):,} images in {time.perf_counter() - start:.1f} s"
                     )
             metrics = detection_metrics(in_scores, scores)
             results["ood"].setdefault(set_name, {})[threat] = {"images": len(scores), **metrics}
+            if "winners" in records:
+                counts = winner_counts(records["winners"], settings.attack.corruptions)
+                results.setdefault("corruption_winners", {}).setdefault(set_name, {})[threat] = (
+                    counts
+                )
     results["average"] = {
         threat: {
             key: float(np.mean([results["ood"][s][threat][key] for s in settings.ood_sets]))

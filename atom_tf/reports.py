@@ -40,8 +40,9 @@ def markdown_table(results: dict) -> str:
     a = results["settings"]["attack"]
     lines += ["", f"L∞ attack: ε = {a['epsilon'] * 255:.0f}/255, {a['steps']} steps of {a['step_size'] * 255:.0f}/255, "
               f"{a['restarts']} restart(s){', adaptive objective' if a['adaptive'] else ''}."]  # fmt: skip
-    for extra in results.get("extra_tables", []):
-        lines += ["", extra]
+    winners = winners_table(results)
+    if winners:
+        lines += ["", winners]
     return "\n".join(lines) + "\n"
 
 
@@ -69,7 +70,36 @@ def write_reports(
 
 
 def _scores(results_dir: str, name: str) -> np.ndarray:
-    return np.load(os.path.join(results_dir, "scores", f"{name}.npy"))
+    if name == "in_distribution":
+        return np.load(os.path.join(results_dir, "scores", "in_distribution.npy"))
+    with np.load(os.path.join(results_dir, "scores", f"{name}.npz")) as saved:
+        return saved["scores"]
+
+
+def winners_table(results: dict) -> str:
+    """Which corruptions fool the detector most: winning counts per corruption (all severities
+    and OOD sets together), per threat model."""
+    per_threat: dict[str, dict[str, int]] = {}
+    for per_set in results.get("corruption_winners", {}).values():
+        for threat, counts in per_set.items():
+            totals = per_threat.setdefault(threat, {})
+            for variant, count in counts.items():
+                name = variant.split("@")[0]
+                totals[name] = totals.get(name, 0) + count
+    if not per_threat:
+        return ""
+    threats = sorted(per_threat)
+    names = sorted(
+        {n for t in per_threat.values() for n in t},
+        key=lambda n: -sum(per_threat[t].get(n, 0) for t in threats),
+    )
+    lines = ["Which corruption fooled the detector most (winning variant per OOD image, all sets):", "",
+             "| corruption | " + " | ".join(threats) + " |", "|---|" + "---|" * len(threats)]  # fmt: skip
+    for name in names:
+        lines.append(
+            f"| {name} | " + " | ".join(str(per_threat[t].get(name, 0)) for t in threats) + " |"
+        )
+    return "\n".join(lines)
 
 
 def plot_scores(results: dict, results_dir: str) -> None:

@@ -32,6 +32,8 @@ class AttackSettings:
     step_size: float = 1 / 255
     restarts: int = 1
     adaptive: bool = False  # attack the scorer's own score instead of PROTOCOL's objective
+    corruptions: str = "all"  # corruption search: 'all' 19 × 5 variants or 'common' 15 × 5
+    corruption_table: str = ""  # '' = cifar constants for 32×32 inputs, imagenet otherwise
 
 
 @dataclasses.dataclass
@@ -45,6 +47,7 @@ class ThreatContext:
     jit_compile: bool = False
     seed: int = 0
     verbose: bool = True
+    records: dict = dataclasses.field(default_factory=dict)  # per-image extras a threat reports
 
 
 ThreatModel = Callable[[np.ndarray, ThreatContext], np.ndarray]
@@ -121,3 +124,12 @@ def linf(images: np.ndarray, ctx: ThreatContext) -> np.ndarray:
     a = ctx.attack
     label = f"L-inf PGD ({a.steps} steps x {a.restarts} restart(s), eps {a.epsilon * 255:.0f}/255)"
     return batched(images, ctx.batch_size, make_linf_attack(ctx), label, ctx.verbose)
+
+
+def _register_corruption_threats() -> None:
+    """`corruption` and `compositional` live in their own module (they need the corruption
+    engine); importing it registers them."""
+    import atom_tf.corruption_threats  # noqa: F401
+
+
+_register_corruption_threats()

@@ -29,7 +29,9 @@ flags.DEFINE_list(
     [],
     "OOD test sets (default: the embedded sets for digits, else the six standard sets of Table 1).",
 )
-flags.DEFINE_list("threats", ["natural", "linf"], "Threat models to run.")
+flags.DEFINE_list(
+    "threats", ["natural", "linf"], "Threat models: natural, linf, corruption, compositional."
+)
 flags.DEFINE_string(
     "scorer",
     "",
@@ -42,6 +44,18 @@ flags.DEFINE_float("attack_step_size", 1 / 255, "PGD step size.")
 flags.DEFINE_integer("attack_restarts", 1, "Random restarts (Table 8's strong attack: 5).")
 flags.DEFINE_bool(
     "adaptive", False, "Attack the scorer's own score instead of PROTOCOL's objective."
+)
+flags.DEFINE_enum(
+    "corruptions",
+    "all",
+    ["all", "common"],
+    "Corruption search: all 19 x 5 variants, or the paper text's 15 common x 5.",
+)
+flags.DEFINE_enum(
+    "corruption_table",
+    "",
+    ["", "cifar", "imagenet"],
+    "Corruption constants (default: cifar for 32x32 inputs).",
 )
 flags.DEFINE_float("odin_temperature", 1000.0, "ODIN temperature T.")
 flags.DEFINE_float("odin_epsilon", 0.0014, "ODIN input perturbation size eta.")
@@ -102,6 +116,8 @@ def main(argv: list[str]) -> None:
             FLAGS.attack_step_size,
             FLAGS.attack_restarts,
             FLAGS.adaptive,
+            FLAGS.corruptions,
+            FLAGS.corruption_table,
         ),
         max_ood_images=FLAGS.max_ood_images or None,
         batch_size=FLAGS.batch_size,

@@ -81,12 +81,12 @@ def test_evaluate_is_resumable_and_reports(run_dir, tmp_path, capsys):
         for m in per_threat.values():
             assert 0 <= m["fpr95"] <= 100 and 0 <= m["auroc"] <= 100
     assert results["in_distribution"]["tpr"] == pytest.approx(95, abs=1)
-    saved = np.load(tmp_path / "scores" / "faces__linf.npy")
+    saved = np.load(tmp_path / "scores" / "faces__linf.npz")["scores"]
     # a second run loads every score instead of recomputing it
     again = evaluate(run_dir, str(tmp_path), settings)
     assert capsys.readouterr().out.count("not recomputed") == 4
     assert again["ood"] == results["ood"]
-    assert np.array_equal(np.load(tmp_path / "scores" / "faces__linf.npy"), saved)
+    assert np.array_equal(np.load(tmp_path / "scores" / "faces__linf.npz")["scores"], saved)
     write_reports(results, str(tmp_path), str(tmp_path / "tb"))
     for name in (
         "results.json",
@@ -128,3 +128,17 @@ def test_bin_evaluate_prints_the_table_and_fails_cleanly(run_dir, tmp_path):
         [*cmd, "--threats=natural,blur", "--overwrite"], capture_output=True, text=True, timeout=600
     )
     assert bad.returncode == 2 and "unknown threat model" in bad.stderr
+
+
+def test_corruption_threat_in_the_evaluation_reports_winners(run_dir, tmp_path):
+    from atom_tf.reports import markdown_table
+
+    attack = AttackSettings(steps=2, corruptions="common")
+    settings = EvalSettings(ood_sets=("faces",), threats=("natural", "corruption"), attack=attack, max_ood_images=16)
+    results = evaluate(run_dir, str(tmp_path), settings, verbose=False)
+    counts = results["corruption_winners"]["faces"]["corruption"]
+    assert sum(counts.values()) == 16
+    assert results["ood"]["faces"]["corruption"]["auroc"] <= results["ood"]["faces"]["natural"]["auroc"] + 1e-9
+    assert "Which corruption fooled the detector most" in markdown_table(results)
+    again = evaluate(run_dir, str(tmp_path), settings, verbose=False)  # winners reloaded from disk
+    assert again["corruption_winners"] == results["corruption_winners"]

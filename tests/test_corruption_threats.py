@@ -1,0 +1,65 @@
+import numpy as np
+
+from atom_tf.corruption_threats import variant_names, worst_corruptions
+from atom_tf.corruptions import corrupt
+from atom_tf.data import load_pool
+from atom_tf.evaluation import winner_counts
+from atom_tf.scorers import get_scorer
+from atom_tf.threats import AttackSettings, ThreatContext, get_threat
+
+
+def context(score_fn, corruptions="common", logits_fn=None):
+    return ThreatContext(logits_fn, get_scorer("msp"), 3, AttackSettings(steps=3, corruptions=corruptions),
+                         score_fn, batch_size=8, verbose=False, seed=4)  # fmt: skip
+
+
+def images():
+    return load_pool("natural_patches", seed=2).read(0, 6).astype(np.float32) / 255
+
+
+def test_search_keeps_the_most_in_distribution_variant():
+    x = images()
+    brightness = lambda batch: batch.reshape(len(batch), -1).mean(1)  # noqa: E731  "in-distribution" = bright
+    best, winner = worst_corruptions(x, context(brightness), index=0)
+    names = variant_names("common")
+    assert len(names) == 75 and winner.min() >= 0  # something is always brighter than clean here
+    for i in range(len(x)):
+        name, severity = names[winner[i]].split("@")
+        rng = np.random.default_rng([4, 0, list(dict.fromkeys(n.split("@")[0] for n in names)).index(name), int(severity)])
+        expected = corrupt(x, name, int(severity), rng)[i]
+        np.testing.assert_allclose(best[i], expected, atol=1e-6)
+        assert brightness(best[i : i + 1])[0] >= brightness(x[i : i + 1])[0]
+
+
+def test_clean_image_wins_when_every_corruption_looks_less_in_distribution():
+    x = images()
+    reference = x.copy()
+
+    def closeness(batch):
+        return -np.abs(batch - reference).reshape(len(batch), -1).mean(1)
+
+    best, winner = worst_corruptions(x, context(closeness, "all"), index=0)
+    assert np.all(winner == -1) and np.array_equal(best, x)
+    assert winner_counts(winner, "all") == {"clean": 6}
+
+
+def test_registered_threats_record_winners_and_compositional_stays_near_the_corrupted_image():
+    import tensorflow as tf
+
+    x = images()
+    w = tf.constant(np.random.default_rng(0).normal(size=(32 * 32 * 3, 3)), tf.float32)
+
+    def logits_fn(batch):
+        return tf.reshape(batch, (-1, 32 * 32 * 3)) @ w
+
+    def score_fn(batch):
+        return get_scorer("msp").score(logits_fn, tf.constant(batch), 3).numpy()
+
+    ctx = context(score_fn, "common", logits_fn)
+    corrupted = get_threat("corruption")(x, ctx)
+    assert ctx.records["winners"].shape == (6,)
+    assert np.all(score_fn(corrupted) >= score_fn(x) - 1e-6)
+    ctx2 = context(score_fn, "common", logits_fn)
+    composed = get_threat("compositional")(x, ctx2)
+    np.testing.assert_array_equal(ctx2.records["winners"], ctx.records["winners"])  # same seeded search
+    assert np.abs(composed - corrupted).max() <= 8 / 255 + 1e-6
