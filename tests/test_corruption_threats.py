@@ -25,7 +25,9 @@ def test_search_keeps_the_most_in_distribution_variant():
     assert len(names) == 75 and winner.min() >= 0  # something is always brighter than clean here
     for i in range(len(x)):
         name, severity = names[winner[i]].split("@")
-        rng = np.random.default_rng([4, 0, list(dict.fromkeys(n.split("@")[0] for n in names)).index(name), int(severity)])
+        rng = np.random.default_rng(
+            [4, 0, list(dict.fromkeys(n.split("@")[0] for n in names)).index(name), int(severity)]
+        )
         expected = corrupt(x, name, int(severity), rng)[i]
         np.testing.assert_allclose(best[i], expected, atol=1e-6)
         assert brightness(best[i : i + 1])[0] >= brightness(x[i : i + 1])[0]
@@ -61,5 +63,7 @@ def test_registered_threats_record_winners_and_compositional_stays_near_the_corr
     assert np.all(score_fn(corrupted) >= score_fn(x) - 1e-6)
     ctx2 = context(score_fn, "common", logits_fn)
     composed = get_threat("compositional")(x, ctx2)
-    np.testing.assert_array_equal(ctx2.records["winners"], ctx.records["winners"])  # same seeded search
+    np.testing.assert_array_equal(
+        ctx2.records["winners"], ctx.records["winners"]
+    )  # same seeded search
     assert np.abs(composed - corrupted).max() <= 8 / 255 + 1e-6

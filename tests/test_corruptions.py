@@ -1,5 +1,7 @@
 """The corruption engine against imagecorruptions (the reference, through the compat layer)."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -28,7 +30,10 @@ def test_range_shape_dtype_and_seed(name, table, images):
         floats = corrupt(images.astype(np.float32) / 255, name, severity, seed=7, table=table)
         assert floats.dtype == np.float32 and floats.min() >= 0.0 and floats.max() <= 1.0
     if name in RANDOM:
-        assert not np.array_equal(corrupt(images, name, 3, seed=1, table=table), corrupt(images, name, 3, seed=2, table=table))
+        assert not np.array_equal(
+            corrupt(images, name, 3, seed=1, table=table),
+            corrupt(images, name, 3, seed=2, table=table),
+        )
 
 
 def test_larger_images_work(images):
@@ -54,13 +59,20 @@ def test_random_corruptions_match_the_reference_in_distribution(name, images):
     returns NaN-garbage images (this engine leaves such images unchanged)."""
     severities = (3, 4, 5) if name == "spatter" else (1, 3, 5)
     for severity in severities:
-        ours = np.stack([corrupt(images, name, severity, seed=k, table="imagenet") for k in range(16)]).astype(float)
+        ours = np.stack(
+            [corrupt(images, name, severity, seed=k, table="imagenet") for k in range(16)]
+        ).astype(float)
         ref = []
         for k in range(16):
             np.random.seed(1000 + k)
             ref.append(np.stack([reference_corrupt(im, name, severity) for im in images]))
         ours, ref = ours - images, np.stack(ref).astype(float) - images
-        assert abs(ours.mean() - ref.mean()) <= 3.0 + 0.06 * ref.std(), (name, severity, ours.mean(), ref.mean())
+        assert abs(ours.mean() - ref.mean()) <= 3.0 + 0.06 * ref.std(), (
+            name,
+            severity,
+            ours.mean(),
+            ref.mean(),
+        )
         assert ours.std() == pytest.approx(ref.std(), rel=0.10), (name, severity)
 
 
@@ -68,10 +80,13 @@ def test_random_corruptions_match_the_reference_in_distribution(name, images):
                                     ["gaussian_blur", "defocus_blur", "motion_blur", "zoom_blur"]])  # fmt: skip
 def test_severity_is_monotone_for_noise_and_blur(family, images):
     for name in family:
-        change = [np.abs(corrupt(images, name, s, seed=0).astype(float) - images).mean() for s in range(1, 6)]
+        change = [
+            np.abs(corrupt(images, name, s, seed=0).astype(float) - images).mean()
+            for s in range(1, 6)
+        ]
         # non-decreasing: motion blur's CIFAR constants (6, 2) and (8, 2) differ only in kernel
         # taps of weight < 1e-3, so severities 3 and 4 coincide
-        assert all(a <= b + 1e-9 for a, b in zip(change, change[1:], strict=False)), (name, change)
+        assert all(a <= b + 1e-9 for a, b in itertools.pairwise(change)), (name, change)
         assert change[0] < change[-1]
 
 

@@ -134,11 +134,16 @@ def test_corruption_threat_in_the_evaluation_reports_winners(run_dir, tmp_path):
     from atom_tf.reports import markdown_table
 
     attack = AttackSettings(steps=2, corruptions="common")
-    settings = EvalSettings(ood_sets=("faces",), threats=("natural", "corruption"), attack=attack, max_ood_images=16)
+    settings = EvalSettings(
+        ood_sets=("faces",), threats=("natural", "corruption"), attack=attack, max_ood_images=16
+    )
     results = evaluate(run_dir, str(tmp_path), settings, verbose=False)
     counts = results["corruption_winners"]["faces"]["corruption"]
     assert sum(counts.values()) == 16
-    assert results["ood"]["faces"]["corruption"]["auroc"] <= results["ood"]["faces"]["natural"]["auroc"] + 1e-9
+    assert (
+        results["ood"]["faces"]["corruption"]["auroc"]
+        <= results["ood"]["faces"]["natural"]["auroc"] + 1e-9
+    )
     assert "Which corruption fooled the detector most" in markdown_table(results)
     again = evaluate(run_dir, str(tmp_path), settings, verbose=False)  # winners reloaded from disk
     assert again["corruption_winners"] == results["corruption_winners"]
