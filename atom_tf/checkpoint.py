@@ -69,25 +69,32 @@ class CheckpointManager:
         return epoch
 
 
-def check_run_config(run_dir: str, config: dict, overwrite: bool) -> None:
-    """Refuses a run directory that holds a run with a different configuration; `overwrite`
-    clears any previous run (a fresh start). Records `config` in run_dir/config.json."""
-    path = os.path.join(run_dir, "config.json")
+def claim_directory(
+    directory: str, record: str, identity: dict, overwrite: bool, flag: str
+) -> None:
+    """Refuses a directory whose `record` file holds a different identity (one line naming what
+    differs); `overwrite` clears the directory first. Then records `identity` there."""
+    path = os.path.join(directory, record)
     if os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
         if overwrite:
-            shutil.rmtree(run_dir)
-        elif previous != config:
+            shutil.rmtree(directory)
+        elif previous != identity:
             changed = sorted(
-                k for k in set(previous) | set(config) if previous.get(k) != config.get(k)
+                k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k)
             )
             raise InvalidConfigError(
-                f"{run_dir} holds a run with a different configuration ({', '.join(changed)} "
-                "differ); pass --overwrite to replace it or choose another --output_dir"
+                f"{directory} holds work done with other settings ({', '.join(changed)} differ); "
+                f"pass --overwrite to replace it or choose another {flag}"
             )
-    os.makedirs(run_dir, exist_ok=True)
-    _atomic_write(path, json.dumps(config, indent=2, sort_keys=True))
+    os.makedirs(directory, exist_ok=True)
+    _atomic_write(path, json.dumps(identity, indent=2, sort_keys=True))
+
+
+def check_run_config(run_dir: str, config: dict, overwrite: bool) -> None:
+    """A training run directory: config.json must match (or --overwrite starts afresh)."""
+    claim_directory(run_dir, "config.json", config, overwrite, "--output_dir")
 
 
 def load_run_config(run_dir: str) -> dict:

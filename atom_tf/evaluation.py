@@ -9,16 +9,14 @@ same folder is refused unless `overwrite`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
 import time
 
 import numpy as np
 
+from atom_tf.checkpoint import claim_directory
 from atom_tf.data.ood_sets import load_ood_set
 from atom_tf.detector import Detector, as_unit_float, load_run
-from atom_tf.errors import InvalidConfigError
 from atom_tf.metrics import detection_metrics, end_to_end_accuracy
 from atom_tf.threats import AttackSettings, ThreatContext, get_threat
 
@@ -52,23 +50,8 @@ class EvalSettings:
 
 
 def _prepare_results_dir(results_dir: str, identity: dict, overwrite: bool) -> None:
-    path = os.path.join(results_dir, "settings.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
-        if overwrite:
-            shutil.rmtree(results_dir)
-        elif previous != identity:
-            changed = sorted(
-                k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k)
-            )
-            raise InvalidConfigError(
-                f"{results_dir} holds results for other settings ({', '.join(changed)}); pass "
-                "--overwrite or another --results_dir"
-            )
+    claim_directory(results_dir, "settings.json", identity, overwrite, "--results_dir")
     os.makedirs(os.path.join(results_dir, "scores"), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(identity, f, indent=2, sort_keys=True)
 
 
 def ood_scores(

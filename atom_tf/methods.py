@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from atom_tf.errors import InvalidConfigError
 from atom_tf.objectives import Objective, kplus1_ce, uniform_ce
+from atom_tf.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,18 +26,12 @@ class Method:
         return num_classes + 1 if self.kplus1 else num_classes
 
 
-_METHODS: dict[str, Method] = {}
+METHODS: Registry[Method] = Registry("method")
+get_method = METHODS.get
 
 
 def register_method(method: Method) -> Method:
-    _METHODS[method.name] = method
-    return method
-
-
-def get_method(name: str) -> Method:
-    if name not in _METHODS:
-        raise InvalidConfigError(f"unknown method {name!r}; choose one of {sorted(_METHODS)}")
-    return _METHODS[name]
+    return METHODS.register(method.name)(method)
 
 
 register_method(Method("atom", True, True, "window", kplus1_ce, 1.0))

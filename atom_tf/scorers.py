@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from atom_tf.errors import InvalidConfigError
 from atom_tf.objectives import kplus1_ce
+from atom_tf.registry import Registry
 
 LogitsFn = Callable[[tf.Tensor], tf.Tensor]
 
@@ -38,22 +38,13 @@ class Scorer:
         return lambda logits: self.objective(logits, num_classes)
 
 
-_SCORERS: dict[str, Scorer] = {}
+SCORERS: Registry[Scorer] = Registry("scorer")
+get_scorer = SCORERS.get
+scorer_names = SCORERS.names
 
 
 def register_scorer(scorer: Scorer) -> Scorer:
-    _SCORERS[scorer.name] = scorer
-    return scorer
-
-
-def get_scorer(name: str) -> Scorer:
-    if name not in _SCORERS:
-        raise InvalidConfigError(f"unknown scorer {name!r}; choose one of {sorted(_SCORERS)}")
-    return _SCORERS[name]
-
-
-def scorer_names() -> list[str]:
-    return sorted(_SCORERS)
+    return SCORERS.register(scorer.name)(scorer)
 
 
 def default_scorer(kplus1: bool) -> str:

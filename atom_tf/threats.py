@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from atom_tf.batching import map_batches
-from atom_tf.errors import InvalidConfigError
 from atom_tf.pgd import pgd_attack
+from atom_tf.registry import Registry
 from atom_tf.scorers import LogitsFn, Scorer
 
 
@@ -51,25 +51,10 @@ class ThreatContext:
 
 
 ThreatModel = Callable[[np.ndarray, ThreatContext], np.ndarray]
-_THREATS: dict[str, ThreatModel] = {}
-
-
-def register_threat(name: str):
-    def wrap(fn: ThreatModel) -> ThreatModel:
-        _THREATS[name] = fn
-        return fn
-
-    return wrap
-
-
-def get_threat(name: str) -> ThreatModel:
-    if name not in _THREATS:
-        raise InvalidConfigError(f"unknown threat model {name!r}; choose from {sorted(_THREATS)}")
-    return _THREATS[name]
-
-
-def threat_names() -> list[str]:
-    return sorted(_THREATS)
+THREATS: Registry[ThreatModel] = Registry("threat model")
+register_threat = THREATS.register
+get_threat = THREATS.get
+threat_names = THREATS.names
 
 
 @register_threat("natural")

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from atom_tf.errors import DatasetNotFoundError, InvalidConfigError
+from atom_tf.errors import DatasetNotFoundError
+from atom_tf.registry import Registry
 
 # CIFAR statistics (PROTOCOL §7), in [0,1] units.
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
@@ -33,30 +34,16 @@ class InDistributionData:
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None
 
 
-_IN_DISTRIBUTION: dict[str, Callable[..., InDistributionData]] = {}
-
-
-def register_in_distribution(name: str):
-    def wrap(fn: Callable[..., InDistributionData]) -> Callable[..., InDistributionData]:
-        _IN_DISTRIBUTION[name] = fn
-        return fn
-
-    return wrap
-
-
-def in_distribution_names() -> list[str]:
-    return sorted(_IN_DISTRIBUTION)
+IN_DISTRIBUTION: Registry[Callable[..., InDistributionData]] = Registry("in-distribution dataset")
+register_in_distribution = IN_DISTRIBUTION.register
+in_distribution_names = IN_DISTRIBUTION.names
 
 
 def load_in_distribution(
     name: str, data_dir: str | None = None, download: bool = True
 ) -> InDistributionData:
     """Loads a registered in-distribution dataset by name."""
-    if name not in _IN_DISTRIBUTION:
-        raise InvalidConfigError(
-            f"unknown in-distribution dataset {name!r}; choose one of {in_distribution_names()}"
-        )
-    return _IN_DISTRIBUTION[name](data_dir=data_dir, download=download)
+    return IN_DISTRIBUTION.get(name)(data_dir=data_dir, download=download)
 
 
 def tfds_images(

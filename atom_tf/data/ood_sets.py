@@ -13,7 +13,8 @@ from collections.abc import Callable
 import numpy as np
 
 from atom_tf.data.in_distribution import tfds_images
-from atom_tf.errors import DatasetNotFoundError, InvalidConfigError
+from atom_tf.errors import DatasetNotFoundError
+from atom_tf.registry import Registry
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 STANDARD_SETS = {  # the six OOD test sets averaged in Table 1
@@ -30,19 +31,9 @@ STANDARD_SETS = {  # the six OOD test sets averaged in Table 1
 EMBEDDED_SETS = ["textures", "faces", "gaussian_noise", "uniform_noise"]
 
 OodLoader = Callable[..., np.ndarray]
-_OOD_SETS: dict[str, OodLoader] = {}
-
-
-def register_ood_set(name: str):
-    def wrap(fn: OodLoader) -> OodLoader:
-        _OOD_SETS[name] = fn
-        return fn
-
-    return wrap
-
-
-def ood_set_names() -> list[str]:
-    return sorted(_OOD_SETS)
+OOD_SETS: Registry[OodLoader] = Registry("OOD set")
+register_ood_set = OOD_SETS.register
+ood_set_names = OOD_SETS.names
 
 
 def load_ood_set(
@@ -54,9 +45,7 @@ def load_ood_set(
     seed: int = 0,
 ) -> np.ndarray:
     """Loads an OOD test set by name; at most `max_images` (a seeded random subset)."""
-    if name not in _OOD_SETS:
-        raise InvalidConfigError(f"unknown OOD set {name!r}; choose from {ood_set_names()}")
-    images = _OOD_SETS[name](
+    images = OOD_SETS.get(name)(
         data_dir=data_dir, ood_dir=ood_dir, download=download, seed=seed, max_images=max_images
     )
     if max_images is not None and len(images) > max_images:

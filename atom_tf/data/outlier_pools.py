@@ -16,7 +16,8 @@ from typing import Protocol
 
 import numpy as np
 
-from atom_tf.errors import DatasetNotFoundError, InvalidConfigError
+from atom_tf.errors import DatasetNotFoundError
+from atom_tf.registry import Registry
 
 IMAGE_BYTES = 32 * 32 * 3
 
@@ -71,26 +72,14 @@ class _FilePool:
         return flat.reshape(-1, 32, 32, 3)
 
 
-_POOLS: dict[str, Callable[..., OutlierPool]] = {}
-
-
-def register_pool(name: str):
-    def wrap(fn: Callable[..., OutlierPool]) -> Callable[..., OutlierPool]:
-        _POOLS[name] = fn
-        return fn
-
-    return wrap
-
-
-def pool_names() -> list[str]:
-    return sorted(_POOLS)
+POOLS: Registry[Callable[..., OutlierPool]] = Registry("outlier pool")
+register_pool = POOLS.register
+pool_names = POOLS.names
 
 
 def load_pool(name: str, path: str | None = None, seed: int = 0) -> OutlierPool:
     """Opens a registered outlier pool; `path` is the pool's file or folder where it has one."""
-    if name not in _POOLS:
-        raise InvalidConfigError(f"unknown outlier pool {name!r}; choose one of {pool_names()}")
-    return _POOLS[name](path=path, seed=seed)
+    return POOLS.get(name)(path=path, seed=seed)
 
 
 def _require_file(name: str, path: str | None, what: str) -> str:
