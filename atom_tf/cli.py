@@ -17,6 +17,12 @@ def run_main(main: Callable[[list[str]], None]) -> None:
 
     def guarded(argv: list[str]) -> None:
         try:
+            if len(argv) > 1:
+                from atom_tf.errors import InvalidConfigError
+
+                raise InvalidConfigError(
+                    f"unexpected arguments {argv[1:]}; flags take the form --name=value"
+                )
             main(argv)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)

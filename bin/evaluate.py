@@ -89,10 +89,6 @@ def main(argv: list[str]) -> None:
     from atom_tf.threats import AttackSettings
     from atom_tf.training import resolve_jit_compile
 
-    if len(argv) > 1:
-        raise InvalidConfigError(
-            f"unexpected arguments {argv[1:]}; flags take the form --name=value"
-        )
     run_dir = FLAGS.checkpoint or FLAGS.output_dir
     if not run_dir:
         raise InvalidConfigError("pass --checkpoint=RUN_DIR (the --output_dir of a training run)")

@@ -46,8 +46,6 @@ def main(argv: list[str]) -> None:
     )
     from atom_tf.theory_report import format_tables, plot
 
-    if len(argv) > 1:
-        raise InvalidConfigError(f"unexpected arguments {argv[1:]}")
     try:
         sizes = tuple(int(v) for v in FLAGS.sizes)
         seeds = tuple(int(v) for v in FLAGS.seeds)

@@ -70,12 +70,6 @@ flags.DEFINE_integer("verbose", 1, "0: silent, 1: progress bars, 2: one line per
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        from atom_tf.errors import InvalidConfigError
-
-        raise InvalidConfigError(
-            f"unexpected arguments {argv[1:]}; flags take the form --name=value"
-        )
     import dataclasses
 
     from atom_tf.errors import InvalidConfigError
