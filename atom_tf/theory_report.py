@@ -68,11 +68,10 @@ def plot(results: dict, path: str) -> None:
     )
     ax.set(
         xscale="log",
-        yscale="symlog",
         xlabel="in-distribution samples n",
         ylabel="FNR + worst robust FPR",
     )
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 2)
     ax.legend()
     ax.set_title("Benefit of auxiliary OOD data")
     ax = axes[1]
