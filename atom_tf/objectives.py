@@ -19,8 +19,13 @@ def ood_probability(logits: tf.Tensor) -> tf.Tensor:
 
 def kplus1_ce(logits: tf.Tensor) -> tf.Tensor:
     """CE(f(x), K) = -log F(x)_{K+1}: the outlier loss of eq. (4) and its PGD objective
-    in training; also the L∞ attacker objective against K+1 detectors (PROTOCOL §5)."""
-    return -tf.nn.log_softmax(logits, axis=-1)[:, -1]
+    in training; also the L∞ attacker objective against K+1 detectors (PROTOCOL §5).
+
+    Computed as softplus(logsumexp_{i≤K} f_i - f_{K+1}), the same function as
+    -log_softmax(f)_{K+1}, whose gradient keeps its direction when F(x)_{K+1} rounds to 1 in
+    float32 (the log-softmax form then loses the -∇f_{K+1} term, which weakens sign-gradient
+    attacks on confident detectors: gradient masking by rounding)."""
+    return tf.nn.softplus(tf.reduce_logsumexp(logits[:, :-1], axis=-1) - logits[:, -1])
 
 
 def uniform_ce(logits: tf.Tensor) -> tf.Tensor:

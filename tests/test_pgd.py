@@ -59,3 +59,15 @@ def test_random_start_is_on_the_1_over_255_grid():
     adv, _ = attack(model, x, steps=0)  # zero steps: best of clean and the random start
     steps = (adv.numpy() - 0.5) * 255
     assert np.allclose(steps, np.round(steps), atol=1e-3)
+
+
+def test_kplus1_objective_equals_minus_log_softmax_and_keeps_its_gradient_direction():
+    logits = tf.constant([[1.0, -2.0, 0.5], [3.0, 0.0, 40.0], [-5.0, 2.0, 0.0]])
+    np.testing.assert_allclose(
+        kplus1_ce(logits).numpy(), -tf.nn.log_softmax(logits)[:, -1].numpy(), rtol=1e-5, atol=1e-6
+    )
+    confident = tf.Variable([[0.0, 1.0, 60.0]])  # F(x)_{K+1} rounds to 1 in float32
+    with tf.GradientTape() as tape:
+        value = kplus1_ce(confident)
+    grad = tape.gradient(value, confident).numpy()[0]
+    assert grad[2] < 0 and grad[0] > 0 and grad[1] > 0  # lowering f_{K+1} is part of the ascent
