@@ -76,3 +76,9 @@ def test_tfds_sets_with_mock_data():
         cifar = load_ood_set("cifar10", max_images=10)
     assert svhn.shape[1:] == (32, 32, 3) and len(svhn) == 30  # fewer than 1,000 per class here
     assert cifar.shape == (10, 32, 32, 3)
+
+
+def test_dtd_with_mock_data_uses_all_three_splits():
+    with tfds.testing.mock_data(num_examples=4):
+        dtd = load_ood_set("dtd")
+    assert dtd.shape == (12, 32, 32, 3) and dtd.dtype == np.uint8

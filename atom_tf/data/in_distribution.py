@@ -46,25 +46,16 @@ def load_in_distribution(
     return IN_DISTRIBUTION.get(name)(data_dir=data_dir, download=download)
 
 
-def tfds_images(
-    tfds_name: str,
-    split: str,
-    data_dir: str | None,
-    download: bool,
-    how_to_get: str = "",
-    image_key: str = "image",
-    label_key: str | None = "label",
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Reads a whole tfds split into uint8 numpy arrays, failing with one actionable line."""
+def prepared_builder(tfds_name: str, data_dir: str | None, download: bool):
+    """A tfds builder whose data is on disk (downloaded if allowed), or one actionable line."""
     import tensorflow_datasets as tfds
 
-    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR")
-    builder = tfds.builder(tfds_name, data_dir=data_dir)
+    builder = tfds.builder(tfds_name, data_dir=data_dir or os.environ.get("TFDS_DATA_DIR"))
     where = builder.data_dir
     hint = (
-        f"; download it with network access, or pass --data_dir (or set TFDS_DATA_DIR) "
-        f"to a directory holding {tfds_name}/ {how_to_get}"
-    ).rstrip()
+        "; download it with network access, or pass --data_dir (or set TFDS_DATA_DIR) "
+        f"to a directory holding {tfds_name}/"
+    )
     if download:
         try:
             builder.download_and_prepare()
@@ -77,9 +68,23 @@ def tfds_images(
         raise DatasetNotFoundError(
             f"dataset {tfds_name!r} is not in {where} and downloading is off{hint}"
         )
+    return builder
+
+
+def tfds_images(
+    tfds_name: str,
+    split: str,
+    data_dir: str | None,
+    download: bool,
+    label_key: str | None = "label",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reads a whole tfds split into uint8 numpy arrays."""
+    import tensorflow_datasets as tfds
+
+    builder = prepared_builder(tfds_name, data_dir, download)
     images, labels = [], []
     for batch in tfds.as_numpy(builder.as_dataset(split=split).batch(4096)):
-        images.append(np.asarray(batch[image_key], dtype=np.uint8))
+        images.append(np.asarray(batch["image"], dtype=np.uint8))
         if label_key is not None:
             labels.append(np.asarray(batch[label_key], dtype=np.int64))
     return np.concatenate(images), (np.concatenate(labels) if label_key is not None else None)

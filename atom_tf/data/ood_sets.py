@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from atom_tf.data.in_distribution import tfds_images
+from atom_tf.data.in_distribution import prepared_builder, tfds_images
 from atom_tf.errors import DatasetNotFoundError
 from atom_tf.registry import Registry
 
@@ -137,8 +137,7 @@ def dtd_all(data_dir=None, download=True, **_) -> np.ndarray:
     """Describable Textures, all 5,640 images (train + validation + test), resized + centre crop."""
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder("dtd", data_dir=data_dir or os.environ.get("TFDS_DATA_DIR"))
-    tfds_images("dtd", "test", data_dir, download, label_key=None)  # availability check
+    builder = prepared_builder("dtd", data_dir, download)
     out = []
     for split in ("train", "validation", "test"):
         for example in tfds.as_numpy(builder.as_dataset(split=split)):
