@@ -8,6 +8,7 @@ generated pools derive every image from its index alone.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import pickle
@@ -187,9 +188,11 @@ class _BlockGeneratedPool:
     name = "generated"
     block = 1024
     virtual_size = 1 << 40
+    cached_blocks = 64  # 200 MB: mining's selection pass re-reads what its scoring pass read
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
+        self._blocks: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return self.virtual_size
@@ -197,10 +200,19 @@ class _BlockGeneratedPool:
     def _block(self, index: int) -> np.ndarray:
         raise NotImplementedError
 
+    def _cached_block(self, index: int) -> np.ndarray:
+        if index in self._blocks:
+            self._blocks.move_to_end(index)
+            return self._blocks[index]
+        images = self._blocks[index] = self._block(index)
+        if len(self._blocks) > self.cached_blocks:
+            self._blocks.popitem(last=False)
+        return images
+
     def read(self, start: int, count: int) -> np.ndarray:
         start %= self.virtual_size
         first, last = start // self.block, (start + count - 1) // self.block
-        images = np.concatenate([self._block(b) for b in range(first, last + 1)])
+        images = np.concatenate([self._cached_block(b) for b in range(first, last + 1)])
         offset = start - first * self.block
         return images[offset : offset + count]
 
