@@ -184,14 +184,24 @@ def build_miner(config: TrainConfig, method, data, feed: TrainingFeed) -> Outlie
     return OutlierMiner(pool, big_n, n, config.quantile, strategy, config.seed, augment=True)
 
 
-def train(config: TrainConfig, run_dir: str, overwrite: bool = False, verbose: int = 1) -> dict:
-    """Trains (or resumes) a run in `run_dir`; returns the final summary."""
+def train(
+    config: TrainConfig,
+    run_dir: str,
+    overwrite: bool = False,
+    verbose: int = 1,
+    flags_text: str | None = None,
+) -> dict:
+    """Trains (or resumes) a run in `run_dir`; returns the final summary. `flags_text` (the
+    resolved command-line flags) is saved as run_dir/flags.txt once the run is set up."""
     validate_config(config)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     data, feed, model, method = build_training(config)
     miner = build_miner(config, method, data, feed)
     check_run_config(run_dir, config.to_json(), overwrite)  # only once everything could be built
+    if flags_text is not None:
+        with open(os.path.join(run_dir, "flags.txt"), "w") as f:
+            f.write(flags_text)
     checkpoints = CheckpointManager(run_dir)
     last = checkpoints.restore(model, model.optimizer)
     initial_epoch = 0 if last is None else last + 1

@@ -84,9 +84,13 @@ def main(argv: list[str]) -> None:
         ) from err
     config = TrainConfig(**values)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    summary = train(config, FLAGS.output_dir, overwrite=FLAGS.overwrite, verbose=FLAGS.verbose)
-    with open(os.path.join(FLAGS.output_dir, "flags.txt"), "w") as f:
-        f.write(FLAGS.flags_into_string())
+    summary = train(
+        config,
+        FLAGS.output_dir,
+        overwrite=FLAGS.overwrite,
+        verbose=FLAGS.verbose,
+        flags_text=FLAGS.flags_into_string(),
+    )
     print(f"test accuracy {summary['test_accuracy']:.2%}; run in {FLAGS.output_dir}")
 
 
