@@ -94,7 +94,7 @@ def winners_table(results: dict) -> str:
         key=lambda n: -sum(per_threat[t].get(n, 0) for t in threats),
     )
     lines = ["Which corruption fooled the detector most (winning variant per OOD image, all sets):", "",
-             "| corruption | " + " | ".join(threats) + " |", "|---|" + "---|" * len(threats)]  # fmt: skip
+             "| corruption type | " + " | ".join(threats) + " |", "|---|" + "---|" * len(threats)]  # fmt: skip
     for name in names:
         lines.append(
             f"| {name} | " + " | ".join(str(per_threat[t].get(name, 0)) for t in threats) + " |"
