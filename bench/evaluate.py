@@ -22,7 +22,7 @@ from atom_tf.threats import AttackSettings, ThreatContext, make_linf_attack
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "densenet_bc_100", "Architecture.")
-flags.DEFINE_integer("batch_size", 128, "Images per attack batch.")
+flags.DEFINE_integer("batch_size", 32, "Images per attack batch.")
 flags.DEFINE_integer("batches", 2, "Timed batches per configuration (after one warm-up batch).")
 flags.DEFINE_integer("steps", 40, "PGD steps.")
 
