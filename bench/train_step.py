@@ -63,7 +63,9 @@ def time_step(method: str, jit: bool, steps: int) -> float:
     )
     data = tf.data.Dataset.from_tensors(batch).repeat()
     stamps: list[float] = []
-    timer = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs=None: stamps.append(time.perf_counter()))
+    timer = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs=None: stamps.append(time.perf_counter())
+    )
     # one fit call: the first step traces and compiles; the next `steps` are timed between
     # batch ends (fit's own start-up and shutdown are not part of a training step)
     model.fit(data, epochs=1, steps_per_epoch=steps + 1, verbose=0, callbacks=[timer])
