@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 import numpy as np
+from scipy.special import expit
 
 from atom_tf import theory as th
 
@@ -108,9 +109,7 @@ def window_sweep(s: TheorySettings) -> list[dict]:
         x_in = model.sample_in(s.n_in, rng)
         x_aux, informative = model.sample_mixture_aux(s.n_aux, rng)
         for name, (lo, hi) in WINDOWS_T.items():
-            theta, keep = th.mining_detector(
-                x_in, x_aux, (float(th.expit(lo)), float(th.expit(hi)))
-            )
+            theta, keep = th.mining_detector(x_in, x_aux, (float(expit(lo)), float(expit(hi))))
             results.setdefault(name, []).append(
                 (errors(model, theta, s.epsilon), keep, informative)
             )
