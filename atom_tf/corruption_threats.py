@@ -9,6 +9,8 @@ severity - 1). `compositional`: that search, then L∞ PGD in the ε-ball around
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from atom_tf.corruptions import COMMON_CORRUPTIONS, CORRUPTION_NAMES, SEVERITIES, corrupt
@@ -24,16 +26,28 @@ def variant_names(which: str = "all") -> list[str]:
 def worst_corruptions(
     images: np.ndarray, ctx: ThreatContext, index: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The most in-distribution variant of each image (clean included) and its index."""
+    """The most in-distribution variant of each image (clean included) and its index.
+
+    The next variant is corrupted (NumPy/OpenCV, one thread) while the current one is scored
+    (TensorFlow): each variant has its own generator, so the overlap changes no result."""
     settings = ctx.attack
     names = CORRUPTION_NAMES if settings.corruptions == "all" else COMMON_CORRUPTIONS
+    variants = [(c, name, severity) for c, name in enumerate(names) for severity in SEVERITIES]
+
+    def make(variant: tuple[int, str, int]) -> np.ndarray:
+        c, name, severity = variant
+        rng = np.random.default_rng([ctx.seed, index, c, severity])
+        return corrupt(images, name, severity, rng, settings.corruption_table or None)
+
     best = images.copy()
     best_score = ctx.score_fn(images)
     winner = np.full(len(images), -1, dtype=np.int32)
-    for c, name in enumerate(names):
-        for severity in SEVERITIES:
-            rng = np.random.default_rng([ctx.seed, index, c, severity])
-            variant = corrupt(images, name, severity, rng, settings.corruption_table or None)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(make, variants[0])
+        for k, (c, _, severity) in enumerate(variants):
+            variant = pending.result()
+            if k + 1 < len(variants):
+                pending = pool.submit(make, variants[k + 1])
             score = ctx.score_fn(variant)
             better = score > best_score
             best[better], best_score[better] = variant[better], score[better]

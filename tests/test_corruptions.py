@@ -104,3 +104,48 @@ def test_bad_arguments_fail_clearly(images):
         corrupt(images, "fog", 6)
     with pytest.raises(InvalidConfigError, match="H, W >= 32"):
         corrupt(images[:, :16, :16], "fog", 1)
+
+
+@pytest.mark.parametrize("name", ["brightness", "saturate"])
+@pytest.mark.parametrize("table", ["cifar", "imagenet"])
+def test_closed_form_hsv_corruptions_equal_the_hsv_round_trip(name, table, rng):
+    """The engine skips the HSV conversions; compare with skimage's rgb2hsv → hsv2rgb on float
+    pixels, grey and black ones included."""
+    from skimage.color import hsv2rgb, rgb2hsv
+
+    from atom_tf.corruptions.constants import TABLES
+
+    x = rng.random((3, 32, 32, 3)).astype(np.float32)
+    x[0, :4] = x[0, :4, :, :1]  # grey pixels
+    x[1, :4] = 0.0  # black pixels
+    x[2, :4, :, 1:] = 0.0  # pure reds (S = 1)
+    for severity in range(1, 6):
+        c = TABLES[table][name][severity - 1]
+        hsv = rgb2hsv(x.astype(np.float64), channel_axis=-1)
+        if name == "brightness":
+            hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
+        else:
+            hsv[..., 1] = np.clip(hsv[..., 1] * c[0] + c[1], 0, 1)
+        expected = np.clip(hsv2rgb(hsv, channel_axis=-1), 0, 1)
+        ours = corrupt(x, name, severity, table=table)
+        np.testing.assert_allclose(ours, expected, atol=2e-6, err_msg=f"{name} {severity}")
+
+
+def test_bilinear_sample_matches_scipy_map_coordinates(rng):
+    from scipy import ndimage
+
+    from atom_tf.corruptions.engine import bilinear_sample
+
+    x = rng.random((2, 32, 40, 3))
+    rows = rng.uniform(-6, 38, (2, 32, 40))  # well outside the image: reflected borders
+    cols = rng.uniform(-6, 46, (2, 32, 40))
+    ours = bilinear_sample(x, rows, cols)
+    bb, _, _, cc = np.meshgrid(*(np.arange(n) for n in x.shape), indexing="ij")
+    coords = [
+        bb,
+        np.broadcast_to(rows[..., None], x.shape),
+        np.broadcast_to(cols[..., None], x.shape),
+        cc,
+    ]
+    expected = ndimage.map_coordinates(x, coords, order=1, mode="reflect")
+    np.testing.assert_allclose(ours, expected, atol=1e-9)

@@ -39,3 +39,30 @@ def test_forward_macs_match_the_published_costs():
     # PROTOCOL §7: about 288M multiply-adds (DenseNet-BC-100) and 1.30G (WRN-40-4) per image
     assert round(forward_macs(build_model("densenet_bc_100", 11)) / 1e6) in range(280, 297)
     assert round(forward_macs(build_model("wrn_40_4", 10)) / 1e9, 2) == 1.30
+
+
+def test_fused_batch_norm_has_pytorch_semantics(rng):
+    from atom_tf.models.layers import FusedBatchNorm
+
+    x = (rng.normal(size=(6, 4, 4, 3)) * [1.0, 2.0, 3.0] + [0.5, -1.0, 2.0]).astype(np.float32)
+    layer = FusedBatchNorm(momentum=0.9, epsilon=1e-5)
+    layer.build(x.shape)
+    layer.gamma.assign([1.0, 2.0, 0.5])
+    layer.beta.assign([0.0, 1.0, -1.0])
+    y = np.asarray(layer(x, training=True))
+    mean, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
+    expected = (x - mean) / np.sqrt(var + 1e-5) * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0]
+    np.testing.assert_allclose(y, expected, atol=1e-4)
+    # running statistics: PyTorch's update with momentum 0.1 and the unbiased batch variance
+    n = x.size // 3
+    np.testing.assert_allclose(np.asarray(layer.moving_mean), 0.1 * mean, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(layer.moving_variance), 0.9 + 0.1 * var * n / (n - 1), atol=1e-5
+    )
+    # inference mode uses the running statistics, not the batch's
+    inference = np.asarray(layer(x, training=False))
+    rm, rv = np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)
+    np.testing.assert_allclose(
+        inference, (x - rm) / np.sqrt(rv + 1e-5) * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0], atol=1e-4
+    )
+    np.testing.assert_allclose(np.asarray(layer.moving_mean), rm)  # unchanged by inference

@@ -64,13 +64,12 @@ def glass_blur(x, c, rng, table):
     q = np.uint8(_gaussian(x, sigma) * 255)
     b, h, w = q.shape[:3]
     batch = np.arange(b)
-    for _ in range(iterations):
-        for row in range(h - delta, delta, -1):
-            for col in range(w - delta, delta, -1):
-                dx, dy = rng.integers(
-                    -delta, delta, size=(2, b)
-                )  # high exclusive, as the reference
-                q[batch, row, col] = q[batch, row + dy, col + dx]
+    positions = [(r, c) for r in range(h - delta, delta, -1) for c in range(w - delta, delta, -1)]
+    # all offsets drawn at once (high exclusive, as the reference); the scan stays sequential
+    offsets = rng.integers(-delta, delta, size=(iterations, len(positions), 2, b))
+    for step in offsets:
+        for (row, col), (dx, dy) in zip(positions, step, strict=True):
+            q[batch, row, col] = q[batch, row + dy, col + dx]
     return np.clip(_gaussian(q / 255.0, sigma), 0, 1)
 
 
@@ -94,27 +93,30 @@ def defocus_blur(x, c, rng, table):
 
 
 def motion_blur_batch(x: Batch, radius: int, sigma: float, angles: np.ndarray) -> Batch:
-    """The reference's motion blur (a Gaussian-weighted sum of edge-clamped shifts along each
-    image's angle), with each shift gathered for all images at once. x: [B, H, W(, C)]."""
+    """The reference's motion blur: a Gaussian-weighted sum of edge-clamped shifts along each
+    image's angle, stopping at the first shift beyond the border. The shifts are collected into
+    one line kernel per image and applied by OpenCV's filter2D with a replicated border (the
+    same sum; equal to the shift loop to float rounding). x: [B, H, W(, C)], float32."""
     b, h, w = x.shape[:3]
     width = radius * 2 + 1
-    kernel = np.exp(-(np.arange(width) ** 2) / (2 * sigma**2))
-    kernel /= kernel.sum()
+    weights = np.exp(-(np.arange(width) ** 2) / (2 * sigma**2))
+    weights /= weights.sum()
     radians = np.radians(angles)
     sin, cos = width * np.sin(radians), width * np.cos(radians)
-    hypot = np.hypot(sin, cos)
-    out = np.zeros(x.shape, dtype=np.float32)
-    active = np.ones(b, dtype=bool)  # the reference stops at the first shift beyond the border
-    batch = np.arange(b)[:, None, None]
-    for i in range(width):
-        dy = -np.ceil(i * sin / hypot - 0.5).astype(int)
-        dx = -np.ceil(i * cos / hypot - 0.5).astype(int)
-        active &= (np.abs(dy) < h) & (np.abs(dx) < w)
-        rows = np.clip(np.arange(h)[None, :] - dy[:, None], 0, h - 1)
-        cols = np.clip(np.arange(w)[None, :] - dx[:, None], 0, w - 1)
-        shifted = x[batch, rows[:, :, None], cols[:, None, :]]
-        weight = (kernel[i] * active).astype(np.float32).reshape((b,) + (1,) * (x.ndim - 1))
-        out += weight * shifted
+    step = np.arange(width)[None, :]
+    hypot = np.hypot(sin, cos)[:, None]
+    dy = -np.ceil(step * sin[:, None] / hypot - 0.5).astype(int)  # [B, width]
+    dx = -np.ceil(step * cos[:, None] / hypot - 0.5).astype(int)
+    active = np.cumprod((np.abs(dy) < h) & (np.abs(dx) < w), axis=1).astype(bool)
+    out = np.empty(x.shape, dtype=np.float32)
+    for i in range(b):
+        kernel = np.zeros((2 * width + 1, 2 * width + 1), np.float32)  # anchor at the centre
+        on = active[i]
+        np.add.at(kernel, (width - dy[i, on], width - dx[i, on]), weights[on])
+        image = np.ascontiguousarray(x[i], dtype=np.float32)
+        out[i] = cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REPLICATE).reshape(
+            x.shape[1:]
+        )
     return out
 
 
@@ -139,18 +141,18 @@ def _linear_zoom_matrix(size: int, factor: float) -> np.ndarray:
 
 
 def _clipped_zoom(x: Batch, factor: float) -> Batch:
-    """Centre crop of side ceil(side / factor), zoomed back by `factor` (bilinear), batched."""
-    h, w = x.shape[1:3]
+    """Centre crop of side ceil(side / factor), zoomed back by `factor` (bilinear), batched:
+    two matrix products over the whole batch (rows, then columns)."""
+    b, h, w = x.shape[:3]
     ch, cw = math.ceil(h / factor), math.ceil(w / factor)
     top, left = (h - ch) // 2, (w - cw) // 2
-    crop = x[:, top : top + ch, left : left + cw]
+    crop = x[:, top : top + ch, left : left + cw].astype(np.float32)
     rows = _linear_zoom_matrix(ch, factor)[:h].astype(np.float32)
     cols = _linear_zoom_matrix(cw, factor)[:w].astype(np.float32)
-    channels = x.shape[3] if x.ndim == 4 else 1
-    rows_done = rows @ crop.astype(np.float32).reshape(len(x), ch, cw * channels)  # [B, h, cw·C]
-    moved = rows_done.reshape(len(x), h, cw, channels).transpose(0, 1, 3, 2)  # [B, h, C, cw]
-    out = (moved @ cols.T).transpose(0, 1, 3, 2)  # [B, h, w, C]
-    return out.reshape(x.shape[:3] + x.shape[3:]).astype(x.dtype)
+    c = x.shape[3] if x.ndim == 4 else 1
+    flat = crop.reshape(b, ch, cw, c).transpose(1, 0, 3, 2).reshape(ch, b * c * cw)
+    zoomed = (rows @ flat).reshape(h * b * c, cw) @ cols.T  # [h, B, C, w]
+    return zoomed.reshape(h, b, c, w).transpose(1, 0, 3, 2).reshape(x.shape).astype(x.dtype)
 
 
 def zoom_blur(x, c, rng, table):
@@ -254,20 +256,34 @@ def fog(x, c, rng, table):
     return np.clip(x * max_val / (max_val + c[0]), 0, 1)
 
 
-def _hsv_channel(x, channel, fn):
-    from skimage.color import hsv2rgb, rgb2hsv
-
-    hsv = rgb2hsv(x, channel_axis=-1)
-    hsv[..., channel] = fn(hsv[..., channel])
-    return hsv2rgb(hsv, channel_axis=-1)
+# HSV corruptions in closed form. In skimage's HSV model every channel is V·(1 − S·w_c), with
+# w_c ∈ [0, 1] a function of the hue only (0 for the largest channel, 1 for the smallest). So
+# changing V to V' scales the pixel by V'/V, and changing S to S' (hue and V kept) gives
+# V − (V − x_c)·S'/S. Grey pixels (S = 0, where skimage sets H = 0: red) become
+# (V, V(1 − S'), V(1 − S')), and black ones (V = 0) (V', V', V'). This is the reference's
+# rgb2hsv → change → hsv2rgb round trip without the conversions (same values up to rounding).
 
 
 def brightness(x, c, rng, table):
-    return np.clip(_hsv_channel(x, 2, lambda v: np.clip(v + c, 0, 1)), 0, 1)
+    """V ← clip(V + c, 0, 1)."""
+    v = x.max(axis=-1, keepdims=True)
+    new_v = np.clip(v + np.float32(c), 0, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(v > 0, x * (new_v / v), new_v)
+    return np.clip(out, 0, 1)
 
 
 def saturate(x, c, rng, table):
-    return np.clip(_hsv_channel(x, 1, lambda s: np.clip(s * c[0] + c[1], 0, 1)), 0, 1)
+    """S ← clip(S·a + b, 0, 1)."""
+    v = x.max(axis=-1, keepdims=True)
+    spread = v - x.min(axis=-1, keepdims=True)  # V·S
+    new_s = np.clip(np.divide(spread, v, out=np.zeros_like(v), where=v > 0) * c[0] + c[1], 0, 1)
+    grey = spread <= 0
+    # V·S'/(V·S) for coloured pixels; for grey ones the red channel keeps V, the others V(1 − S')
+    ratio = np.divide(new_s * v, spread, out=np.zeros_like(v), where=~grey)
+    coloured = v - (v - x) * ratio
+    grey_out = v * np.concatenate([np.ones_like(new_s), 1 - new_s, 1 - new_s], axis=-1)
+    return np.clip(np.where(grey, grey_out, coloured), 0, 1)
 
 
 def contrast(x, c, rng, table):
@@ -299,12 +315,36 @@ def elastic_transform(x, c, rng, table):
         noise = rng.uniform(-max_d, max_d, (2, b, h, w))
         sig = (0, 0, h * 0.01, w * 0.01)
     dx, dy = ndimage.gaussian_filter(noise, sig, mode="reflect", truncate=3) * alpha
-    bb, yy, xx, cc = np.meshgrid(
-        np.arange(b), np.arange(h), np.arange(w), np.arange(3), indexing="ij"
-    )
-    coords = [bb, yy + dy[..., None], xx + dx[..., None], cc]
-    out = ndimage.map_coordinates(x, coords, order=1, mode="reflect")
-    return np.clip(out, 0, 1)
+    rows = np.arange(h, dtype=np.float64)[None, :, None] + dy
+    cols = np.arange(w, dtype=np.float64)[None, None, :] + dx
+    return np.clip(bilinear_sample(x, rows, cols), 0, 1)
+
+
+def _reflect_index(i: np.ndarray, n: int) -> np.ndarray:
+    """Half-sample symmetric extension (… c b a | a b c … | c b a …), scipy's "reflect"."""
+    i = np.mod(i, 2 * n)
+    return np.where(i < n, i, 2 * n - 1 - i)
+
+
+def bilinear_sample(x: Batch, rows: np.ndarray, cols: np.ndarray) -> Batch:
+    """x[b, rows[b, i, j], cols[b, i, j], :] with bilinear interpolation and reflected borders:
+    `scipy.ndimage.map_coordinates(order=1, mode="reflect")` for a whole batch at once, as
+    gathers instead of a 4-D coordinate grid."""
+    b, h, w = x.shape[:3]
+    r0, c0 = np.floor(rows), np.floor(cols)
+    tr, tc = (rows - r0).astype(x.dtype)[..., None], (cols - c0).astype(x.dtype)[..., None]
+    r0, c0 = r0.astype(np.int64), c0.astype(np.int64)
+    r0, r1 = _reflect_index(r0, h), _reflect_index(r0 + 1, h)
+    c0, c1 = _reflect_index(c0, w), _reflect_index(c0 + 1, w)
+    flat = x.reshape(b * h * w, -1)
+    base = (np.arange(b) * h * w)[:, None, None]
+
+    def at(r, c):
+        return flat[base + r * w + c]
+
+    top = at(r0, c0) * (1 - tc) + at(r0, c1) * tc
+    bottom = at(r1, c0) * (1 - tc) + at(r1, c1) * tc
+    return top * (1 - tr) + bottom * tr
 
 
 def _pil_each(x: Batch, fn) -> Batch:

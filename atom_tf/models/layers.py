@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 
@@ -47,8 +48,57 @@ def conv(x, filters: int, kernel: int, stride: int = 1, name: str | None = None)
     )(x)
 
 
+@keras.saving.register_keras_serializable("atom_tf")
+class FusedBatchNorm(layers.Layer):
+    """Batch normalisation over the last axis with TensorFlow's fused kernel, PyTorch semantics.
+
+    Training mode normalises with the batch statistics and moves the running statistics by
+    `1 - momentum` towards the batch mean and the *unbiased* batch variance (PyTorch's
+    `running_var`); inference mode applies the running statistics as one scale and offset.
+
+    Why not `keras.layers.BatchNormalization`: Keras 3 computes the moments with separate ops;
+    the fused kernel (and its fused gradient, and oneDNN's BN+ReLU fusion) made the
+    DenseNet-BC-100 training step 1.4× faster on CPU (bench/train_step.py).
+    """
+
+    def __init__(self, momentum: float = 0.9, epsilon: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        shape = (input_shape[-1],)
+        self.gamma = self.add_weight(shape=shape, name="gamma", initializer="ones", autocast=False)
+        self.beta = self.add_weight(shape=shape, name="beta", initializer="zeros", autocast=False)
+        self.moving_mean = self.add_weight(
+            shape=shape, name="moving_mean", initializer="zeros", trainable=False, autocast=False
+        )
+        self.moving_variance = self.add_weight(
+            shape=shape, name="moving_variance", initializer="ones", trainable=False, autocast=False
+        )
+
+    def call(self, inputs, training=None):
+        if training:
+            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True
+            )  # `variance` is the unbiased batch variance
+            decay = 1.0 - self.momentum
+            self.moving_mean.assign_sub((self.moving_mean - mean) * decay)
+            self.moving_variance.assign_sub((self.moving_variance - variance) * decay)
+            return outputs
+        scale = self.gamma * tf.math.rsqrt(self.moving_variance + self.epsilon)
+        offset = self.beta - self.moving_mean * scale
+        return inputs * tf.cast(scale, inputs.dtype) + tf.cast(offset, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
 def bn_relu(x):
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
+    x = FusedBatchNorm(momentum=0.9, epsilon=1e-5)(x)
     return layers.ReLU()(x)
 
 
