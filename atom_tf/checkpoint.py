@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 
 import keras
 import numpy as np
@@ -26,6 +27,31 @@ def _atomic_write(path: str, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def load_weights_checked(model: keras.Model, path: str) -> None:
+    """`model.load_weights(path)`, with a weights file that does not fit the model (another
+    atom_tf version's layers, another architecture, a damaged file) reported in one line.
+    Keras only warns when it leaves some layers freshly initialised; that is an error here."""
+    reason = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except (ValueError, OSError) as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(":")
+    partial = [w for w in caught if "freshly-initialized" in str(w.message)]
+    for w in caught:
+        if w not in partial:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if reason is None and partial:
+        reason = "some layers found no saved weights"
+    if reason is not None:
+        raise InvalidConfigError(
+            f"{path} does not fit the {model.name} this atom_tf builds ({reason}); it was "
+            "written by another atom_tf version or is damaged: retrain, or use the version "
+            "that wrote it"
+        )
 
 
 class CheckpointManager:
@@ -61,7 +87,7 @@ class CheckpointManager:
         if epoch is None:
             return None
         path = os.path.join(self.dir, f"epoch_{epoch:04d}")
-        model.load_weights(os.path.join(path, "model.weights.h5"))
+        load_weights_checked(model, os.path.join(path, "model.weights.h5"))
         optimizer.build(model.trainable_variables)
         with np.load(os.path.join(path, "optimizer.npz")) as saved:
             for i, variable in enumerate(optimizer.variables):

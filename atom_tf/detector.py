@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from atom_tf.batching import map_batches
-from atom_tf.checkpoint import CheckpointManager, load_run_config
+from atom_tf.checkpoint import CheckpointManager, load_run_config, load_weights_checked
 from atom_tf.data import InDistributionData, load_in_distribution
 from atom_tf.errors import InvalidConfigError
 from atom_tf.methods import get_method
@@ -93,7 +93,7 @@ def load_network(
     network = build_model(config["model"], method.num_outputs(data.num_classes), data.normalization)
     final = os.path.join(run_dir, "network.weights.h5")
     if os.path.exists(final):
-        network.load_weights(final)
+        load_weights_checked(network, final)
     else:
         wrapper = RobustOODModel(network, method, data.num_classes)
         wrapper.build((None, 32, 32, 3))

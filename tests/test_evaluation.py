@@ -147,3 +147,21 @@ def test_corruption_threat_in_the_evaluation_reports_winners(run_dir, tmp_path):
     assert "Which corruption fooled the detector most" in markdown_table(results)
     again = evaluate(run_dir, str(tmp_path), settings, verbose=False)  # winners reloaded from disk
     assert again["corruption_winners"] == results["corruption_winners"]
+
+
+@pytest.mark.parametrize("damage", ["other_layers", "garbage"])
+def test_weights_that_do_not_fit_the_model_fail_in_one_line(run_dir, tmp_path, damage):
+    import shutil
+
+    from atom_tf.errors import InvalidConfigError
+    from atom_tf.models import build_model
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    weights = copy / "network.weights.h5"
+    if damage == "garbage":
+        weights.write_bytes(b"not an HDF5 file")
+    else:  # e.g. a run written by an atom_tf whose layers differ
+        build_model("wrn_40_2", 11).save_weights(str(weights))
+    with pytest.raises(InvalidConfigError, match="does not fit the small_cnn"):
+        atom_tf.load_detector(str(copy))
