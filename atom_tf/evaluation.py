@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from atom_tf.checkpoint import claim_directory
-from atom_tf.data.ood_sets import load_ood_set
+from atom_tf.data.ood_sets import load_ood_set, ood_set_label
 from atom_tf.detector import Detector, as_unit_float, load_run
 from atom_tf.metrics import detection_metrics, end_to_end_accuracy
 from atom_tf.threats import AttackSettings, ThreatContext, get_threat
@@ -117,16 +117,17 @@ def evaluate(
     }
     scores_dir = os.path.join(results_dir, "scores")
     np.save(os.path.join(scores_dir, "in_distribution.npy"), in_scores)
-    for set_name in settings.ood_sets:
+    labels = [ood_set_label(s) for s in settings.ood_sets]
+    for set_name, label in zip(settings.ood_sets, labels, strict=True):
         images = None
         for threat in settings.threats:
-            path = os.path.join(scores_dir, f"{set_name}__{threat}.npz")
+            path = os.path.join(scores_dir, f"{label}__{threat}.npz")
             if os.path.exists(path):
                 with np.load(path) as saved:
                     scores = saved["scores"]
                     records = {k: saved[k] for k in saved.files if k != "scores"}
                 if verbose:
-                    print(f"{set_name} / {threat}: scores found, not recomputed")
+                    print(f"{label} / {threat}: scores found, not recomputed")
             else:
                 if images is None:
                     images = load_ood_set(
@@ -138,18 +139,16 @@ def evaluate(
                 os.replace(path + ".tmp.npz", path)
                 if verbose:
                     print(
-                        f"{set_name} / {threat}: {len(scores):,} images in {time.perf_counter() - start:.1f} s"
+                        f"{label} / {threat}: {len(scores):,} images in {time.perf_counter() - start:.1f} s"
                     )
             metrics = detection_metrics(in_scores, scores)
-            results["ood"].setdefault(set_name, {})[threat] = {"images": len(scores), **metrics}
+            results["ood"].setdefault(label, {})[threat] = {"images": len(scores), **metrics}
             if "winners" in records:
                 counts = winner_counts(records["winners"], settings.attack.corruptions)
-                results.setdefault("corruption_winners", {}).setdefault(set_name, {})[threat] = (
-                    counts
-                )
+                results.setdefault("corruption_winners", {}).setdefault(label, {})[threat] = counts
     results["average"] = {
         threat: {
-            key: float(np.mean([results["ood"][s][threat][key] for s in settings.ood_sets]))
+            key: float(np.mean([results["ood"][s][threat][key] for s in labels]))
             for key in ("fpr95", "auroc", "aupr_in", "aupr_out")
         }
         for threat in settings.threats

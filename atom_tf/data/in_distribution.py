@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from atom_tf.data.image_files import is_image_spec, load_classification, spec_path
 from atom_tf.errors import DatasetNotFoundError
 from atom_tf.registry import Registry
 
@@ -42,8 +43,28 @@ in_distribution_names = IN_DISTRIBUTION.names
 def load_in_distribution(
     name: str, data_dir: str | None = None, download: bool = True
 ) -> InDistributionData:
-    """Loads a registered in-distribution dataset by name."""
+    """Loads a registered in-distribution dataset by name, or image files: `images:PATH`
+    (a folder or .zip with train/<class>/ and test/<class>/, see atom_tf.data.image_files)."""
+    if is_image_spec(name):
+        return load_image_files(name)
     return IN_DISTRIBUTION.get(name)(data_dir=data_dir, download=download)
+
+
+def load_image_files(name: str) -> InDistributionData:
+    """Image files (any size, made 32×32), cropped and flipped in training and normalised by
+    the training images' own per-channel mean and std."""
+    arrays = load_classification(spec_path(name))
+    mean, std = tuple(arrays["mean"].tolist()), tuple(arrays["std"].tolist())
+    return InDistributionData(
+        name,
+        arrays["x_train"],
+        arrays["y_train"],
+        arrays["x_test"],
+        arrays["y_test"],
+        len(arrays["classes"]),
+        True,
+        (mean, std),
+    )
 
 
 def prepared_builder(tfds_name: str, data_dir: str | None, download: bool):

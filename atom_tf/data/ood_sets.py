@@ -12,11 +12,21 @@ from collections.abc import Callable
 
 import numpy as np
 
+from atom_tf.data.image_files import (
+    IMAGE_EXTENSIONS,
+    ImageSource,
+    decode_images,
+    is_image_spec,
+    load_image_set,
+    resize_short_side_center_crop,
+    source_label,
+    spec_path,
+)
 from atom_tf.data.in_distribution import prepared_builder, tfds_images
+from atom_tf.data.outlier_pools import ImageFilePool
 from atom_tf.errors import DatasetNotFoundError
 from atom_tf.registry import Registry
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 STANDARD_SETS = {  # the six OOD test sets averaged in Table 1
     "svhn": ["svhn", "dtd", "places365", "lsun_c", "lsun_r", "isun"],  # for CIFAR in-distribution
     "other": [
@@ -44,59 +54,58 @@ def load_ood_set(
     download: bool = True,
     seed: int = 0,
 ) -> np.ndarray:
-    """Loads an OOD test set by name; at most `max_images` (a seeded random subset)."""
-    images = OOD_SETS.get(name)(
-        data_dir=data_dir, ood_dir=ood_dir, download=download, seed=seed, max_images=max_images
-    )
+    """Loads an OOD test set by name; at most `max_images` (a seeded random subset).
+
+    Besides registered names: `images:PATH` (every image of a folder or .zip, made 32×32) and
+    `pool_validation:PATH` (the validation split of the image-file pool at PATH, for choosing
+    the mining quantile q without touching the test sets)."""
+    if is_image_spec(name):
+        images = load_image_set(spec_path(name), 32, f"OOD set {name}")
+    elif name.startswith(POOL_VALIDATION):
+        images = pool_validation_images(name[len(POOL_VALIDATION) :], seed)
+    else:
+        images = OOD_SETS.get(name)(
+            data_dir=data_dir, ood_dir=ood_dir, download=download, seed=seed, max_images=max_images
+        )
     if max_images is not None and len(images) > max_images:
         keep = np.sort(np.random.default_rng(seed).choice(len(images), max_images, replace=False))
         images = images[keep]
     return images
 
 
-def resize_short_side_center_crop(image: np.ndarray, size: int = 32) -> np.ndarray:
-    """Resizes so the short side is `size` (area interpolation), then centre-crops to size²."""
-    import cv2
+POOL_VALIDATION = "pool_validation:"
 
-    h, w = image.shape[:2]
-    scale = size / min(h, w)
-    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return resized[top : top + size, left : left + size]
+
+def ood_set_label(name: str) -> str:
+    """The name an OOD set has in tables and file names (`images:data/x.zip` -> `x`)."""
+    if name.startswith(POOL_VALIDATION):
+        return source_label("images:" + name[len(POOL_VALIDATION) :]) + "_validation"
+    return source_label(name)
+
+
+def pool_validation_images(path: str, seed: int) -> np.ndarray:
+    """One random 32×32 crop of each validation source of the image-file pool at `path`."""
+    pool = ImageFilePool(path, seed, split="validation")
+    return pool.read(0, len(pool.order))
 
 
 def load_image_folder(folder: str, name: str) -> np.ndarray:
     """All images under `folder` (recursively), RGB, short side 32, centre crop; unreadable
-    files are skipped and reported once (count and first path)."""
-    from PIL import Image
-
+    files are skipped and reported once (count and first path). Not cached: these folders are
+    small and users replace their contents."""
     if not os.path.isdir(folder):
         raise DatasetNotFoundError(
             f"OOD set {name!r}: no folder {folder}; put its images in {folder} (or pass --ood_dir)"
         )
-    paths = sorted(
-        os.path.join(root, f)
-        for root, _, files in os.walk(folder)
-        for f in files
-        if f.lower().endswith(IMAGE_EXTENSIONS)
-    )
-    images, bad = [], []
-    for path in paths:
-        try:
-            with Image.open(path) as im:
-                images.append(resize_short_side_center_crop(np.asarray(im.convert("RGB"))))
-        except Exception:  # PIL raises many types for corrupt files
-            bad.append(path)
-    if bad:
-        print(f"warning: OOD set {name!r}: skipped {len(bad)} unreadable file(s), first: {bad[0]}")
-    if not images:
+    what = f"OOD set {name!r}"
+    source = ImageSource.open(folder, what)
+    images = decode_images(source, source.names, 32, what, skip_bad=True)
+    if not len(images):
         raise DatasetNotFoundError(
-            f"OOD set {name!r}: no readable images in {folder}; put the {name} images "
+            f"{what}: no readable images in {folder}; put the {name} images "
             f"({', '.join(IMAGE_EXTENSIONS[:3])}, ...) there"
         )
-    return np.stack(images).astype(np.uint8)
+    return images
 
 
 def _folder_set(name: str, subfolder: str) -> OodLoader:

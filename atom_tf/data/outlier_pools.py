@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from atom_tf.data.image_files import load_image_set, smallest_side
 from atom_tf.errors import DatasetNotFoundError
 from atom_tf.registry import Registry
 
@@ -277,10 +278,33 @@ def natural_patches(path: str | None = None, seed: int = 0) -> OutlierPool:
     return NaturalPatches(seed)
 
 
-class ImageNetRC(_BlockGeneratedPool):
+class _RandomCropPool(_BlockGeneratedPool):
+    """Image i is a random 32×32 crop (4-pixel zero padding) of source image i mod the number
+    of sources; its offset comes from (seed, i // block). Sources of side 32 are served as they
+    are (the miner's augmentation crops and flips them)."""
+
+    source_side = 64
+
+    def _source(self, indices: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _block(self, index: int) -> np.ndarray:
+        source = self._source(index * self.block + np.arange(self.block))
+        side = source.shape[1]
+        if side == 32:
+            return source
+        rng = np.random.default_rng([self.seed, index])
+        padded = np.pad(source, ((0, 0), (4, 4), (4, 4), (0, 0)))
+        top = rng.integers(0, side + 8 - 32 + 1, self.block)
+        left = rng.integers(0, side + 8 - 32 + 1, self.block)
+        rows = top[:, None] + np.arange(32)
+        cols = left[:, None] + np.arange(32)
+        return padded[np.arange(self.block)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+class ImageNetRC(_RandomCropPool):
     """Downsampled ImageNet 64×64 (ten pickled `train_data_batch_*` files), random 32×32
-    crops (PROTOCOL §4). Image i is a crop of source image i mod 1,281,167; its offset comes
-    from (seed, i // block). One batch file is held in memory at a time."""
+    crops (PROTOCOL §4). One batch file is held in memory at a time."""
 
     name = "imagenet_rc"
 
@@ -329,15 +353,47 @@ class ImageNetRC(_BlockGeneratedPool):
             out[sel] = self._load(self.files[b])[indices[sel] - self._starts[b]]
         return out
 
-    def _block(self, index: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, index])
-        source = self._source(index * self.block + np.arange(self.block))
-        padded = np.pad(source, ((0, 0), (4, 4), (4, 4), (0, 0)))
-        top = rng.integers(0, 72 - 32 + 1, self.block)
-        left = rng.integers(0, 72 - 32 + 1, self.block)
-        rows = top[:, None] + np.arange(32)
-        cols = left[:, None] + np.arange(32)
-        return padded[np.arange(self.block)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+def pool_validation_size(num_sources: int) -> int:
+    """Sources reserved for validation (choosing q, PROTOCOL §3): 10% of the pool, at most
+    10,000 (the paper's validation set size)."""
+    return min(10_000, num_sources // 10)
+
+
+class ImageFilePool(_RandomCropPool):
+    """Every image under a folder or .zip (atom_tf.data.image_files), in a fixed shuffled
+    order (seed 0, so the split does not move with the run's seed); the first
+    `pool_validation_size` of that order are the validation split and never served.
+
+    Sources are brought to S×S (short side, centre crop), S = the smallest short side clipped
+    to [32, 64]; S > 32 gives the ImageNet-RC recipe of random 32×32 crops with 4-pixel padding.
+    """
+
+    name = "images"
+
+    def __init__(self, path: str, seed: int, split: str = "train") -> None:
+        super().__init__(seed)
+        what = f"outlier pool images:{path}"
+        side = min(64, max(32, smallest_side(path, what)))
+        images = load_image_set(path, side, what)
+        order = np.random.default_rng(0).permutation(len(images))
+        reserved = pool_validation_size(len(images))
+        self.sources = images
+        self.order = order[:reserved] if split == "validation" else order[reserved:]
+        if len(self.order) == 0:
+            raise DatasetNotFoundError(f"{what}: too few images to hold a {split} split")
+
+    def _source(self, indices: np.ndarray) -> np.ndarray:
+        return self.sources[self.order[indices % len(self.order)]]
+
+
+@register_pool("images")
+def image_file_pool(path: str | None = None, seed: int = 0) -> OutlierPool:
+    if not path:
+        raise DatasetNotFoundError(
+            "outlier pool 'images' needs --pool_path pointing to a folder or .zip of images"
+        )
+    return ImageFilePool(path, seed)
 
 
 @register_pool("imagenet_rc")

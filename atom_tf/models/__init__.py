@@ -6,6 +6,7 @@ Every builder takes the number of outputs (K+1 for ATOM/NTOM, K for OE) and an o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import keras
@@ -19,6 +20,8 @@ MODELS: Registry[Callable[[int, Normalization], keras.Model]] = Registry("model"
 for _name, _builder in [("densenet_bc_100", densenet.densenet_bc_100), ("wrn_40_4", wideresnet.wrn_40_4),
                         ("wrn_40_2", wideresnet.wrn_40_2), ("small_cnn", small_cnn.small_cnn)]:  # fmt: skip
     MODELS.register(_name)(_builder)
+for _width in (24, 32):  # wider small CNNs for the CPU-scale real-image protocol
+    MODELS.register(f"small_cnn_{_width}")(functools.partial(small_cnn.small_cnn, width=_width))
 model_names = MODELS.names
 
 
