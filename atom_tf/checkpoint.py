@@ -95,17 +95,52 @@ class CheckpointManager:
         return epoch
 
 
+_HELD_LOCKS: dict[str, object] = {}
+
+
+def lock_directory(directory: str) -> None:
+    """An exclusive lock on `directory` (its `.lock` file) held for the life of this process:
+    a second training or evaluation started in the same folder fails in one line."""
+    import fcntl
+
+    os.makedirs(directory, exist_ok=True)
+    key = os.path.realpath(directory)
+    lock_path = os.path.join(directory, ".lock")
+    held = _HELD_LOCKS.get(key)
+    if held is not None and os.path.exists(lock_path):
+        return
+    handle = open(lock_path, "a+")  # noqa: SIM115 -- kept open: closing it releases the lock
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        handle.close()
+        raise InvalidConfigError(
+            f"{directory} is in use by another process (pid {owner}); wait for it to finish or "
+            "stop it, then run again"
+        ) from err
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _HELD_LOCKS[key] = handle
+
+
 def claim_directory(
     directory: str, record: str, identity: dict, overwrite: bool, flag: str
 ) -> None:
-    """Refuses a directory whose `record` file holds a different identity (one line naming what
-    differs); `overwrite` clears the directory first. Then records `identity` there."""
+    """Refuses a directory that another process works in, or whose `record` file holds a
+    different identity (one line naming what differs); `overwrite` clears the directory first.
+    Then records `identity` there and holds the directory until this process ends."""
     path = os.path.join(directory, record)
+    lock_directory(directory)
     if os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
         if overwrite:
             shutil.rmtree(directory)
+            lock_directory(directory)
         elif previous != identity:
             changed = sorted(
                 k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k)

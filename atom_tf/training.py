@@ -205,6 +205,12 @@ def train(
     checkpoints = CheckpointManager(run_dir)
     last = checkpoints.restore(model, model.optimizer)
     initial_epoch = 0 if last is None else last + 1
+    summary_path = os.path.join(run_dir, "summary.json")
+    if initial_epoch >= config.epochs and os.path.exists(summary_path):
+        if verbose:
+            print(f"{run_dir} finished all {config.epochs} epochs earlier; nothing to train")
+        with open(summary_path) as f:
+            return json.load(f)
     if last is not None and verbose:
         print(f"resuming {run_dir} after epoch {last + 1} of {config.epochs}", flush=True)
     jit = resolve_jit_compile(config.jit_compile)
@@ -239,6 +245,6 @@ def train(
         "train_seconds": time.perf_counter() - start,
         "mining": mining.history,
     }
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+    with open(summary_path, "w") as f:
         json.dump(summary, f, indent=2)
     return summary

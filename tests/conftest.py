@@ -16,6 +16,13 @@ def _seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _image_cache(tmp_path_factory, monkeypatch):
+    """Image-file caches of each test go to a fresh folder, never to the user's cache."""
+    monkeypatch.setenv("ATOM_TF_CACHE", str(tmp_path_factory.mktemp("image_cache")))
+    yield
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -1,0 +1,96 @@
+"""bin/reproduce.py end to end on a tiny image-file suite: trains, evaluates under the four
+threat models, writes the combined table with the paper's rows; a rerun redoes nothing."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+from tests.test_image_files import write_image
+
+REPRODUCE = [sys.executable, os.path.join(REPO, "bin", "reproduce.py")]
+
+
+def run(args):
+    return subprocess.run(REPRODUCE + args, capture_output=True, text=True, cwd=REPO, timeout=900)
+
+
+@pytest.fixture
+def tiny_suite(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "cifar10"  # the folder name labels the table: the paper's CIFAR-10 rows
+    for split, count in (("train", 32), ("test", 16)):
+        for c in range(2):
+            for i in range(count):
+                image = rng.integers(0, 80, (32, 32, 3), dtype=np.uint8)
+                image[:, 16 * c : 16 * c + 16] += 150  # class = the bright half
+                write_image(data / split / f"class{c}" / f"{i}.png", image)
+    for i in range(30):
+        write_image(
+            tmp_path / "pool" / f"{i}.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        )
+    for i in range(6):
+        write_image(
+            tmp_path / "unseen" / "n0" / f"{i}.png",
+            rng.integers(0, 256, (48, 48, 3), dtype=np.uint8),
+        )
+    train = tmp_path / "train.flags"
+    train.write_text("\n".join([
+        f"--dataset=images:{data}", "--model=small_cnn", "--method=atom", "--pool=images",
+        f"--pool_path={tmp_path / 'pool'}", "--in_batch=16", "--out_batch=16", "--num_selected=64",
+        "--num_candidates=128", "--epochs=1", "--lr_decay_epochs=1", "--verbose=2",
+        "--jit_compile=false",
+    ]))  # fmt: skip
+    evaluate = tmp_path / "evaluate.flags"
+    evaluate.write_text("\n".join([
+        f"--ood_sets=images:{tmp_path / 'unseen'},gaussian_noise",
+        "--threats=natural,linf,corruption,compositional", "--max_ood_images=6",
+        "--attack_steps=2", "--corruptions=common", "--batch_size=32", "--plots=false",
+    ]))  # fmt: skip
+    return [f"--train_flagfile={train}", f"--eval_flagfile={evaluate}", "--suite=atom,oe",
+            f"--runs_dir={tmp_path / 'runs'}"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_reproduce_trains_evaluates_and_tabulates_and_a_rerun_redoes_nothing(tmp_path, tiny_suite):
+    result = run(tiny_suite)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = tmp_path / "runs"
+    table = json.loads((runs / "results.json").read_text())
+    assert table["dataset"] == "cifar10"
+    assert table["threats"] == ["natural", "corruption", "linf", "compositional"]
+    assert list(table["rows"]) == ["atom", "oe"]
+    assert table["rows"]["oe"]["scorer"] == "msp" and table["rows"]["atom"]["scorer"] == "kplus1"
+    assert set(table["rows"]["atom"]["per_set"]) == {"unseen", "gaussian_noise"}
+    assert table["published"]["atom"]["linf"] == {"fpr95": 20.55, "auroc": 88.94}
+    markdown = (runs / "results.md").read_text()
+    assert "| measured | atom |" in markdown and "| paper | atom | 1.69 / 99.20" in markdown
+    assert (runs / "fpr95.png").stat().st_size > 1000
+    timings = json.loads((runs / "timings.json").read_text())
+    assert set(timings) == {"atom", "oe"} and all(
+        set(t) == {"train", "evaluate"} for t in timings.values()
+    )
+
+    again = run(tiny_suite)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("nothing to train") == 2
+    assert again.stdout.count("scores found, not recomputed") == 2 * 2 * 4
+    assert json.loads((runs / "results.json").read_text())["rows"] == table["rows"] | {
+        name: {**row, "seconds": json.loads((runs / "timings.json").read_text())[name]}
+        for name, row in table["rows"].items()
+    }
+
+
+def test_reproduce_mistakes_are_one_line(tmp_path, tiny_suite):
+    for args, needle in [
+        ([*tiny_suite, "--suite=atom,vos"], "unknown suite entry 'vos'"),
+        ([*tiny_suite[1:], f"--train_flagfile={tmp_path / 'none.flags'}"], "no file"),
+    ]:
+        result = run(args)
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
