@@ -48,6 +48,13 @@ def combine(
     return {"dataset": dataset_label, "threats": ordered, "rows": rows, "published": published}
 
 
+def mean_fpr95(row: dict, threats: list[str]) -> float | None:
+    """FPR95 averaged over the threat models (the criterion for choosing q, Appendix B.7)."""
+    if not all(t in row for t in threats):
+        return None
+    return sum(row[t]["fpr95"] for t in threats) / len(threats)
+
+
 def _cell(metrics: dict | None) -> str:
     return "–" if metrics is None else f"{metrics['fpr95']:.2f} / {metrics['auroc']:.2f}"
 
@@ -58,8 +65,8 @@ def _minutes(seconds: float | None) -> str:
 
 def suite_markdown(table: dict) -> str:
     threats = table["threats"]
-    head = "| | method | " + " | ".join(threats) + " |"
-    rule = "|---|---|" + "---|" * len(threats)
+    head = "| | method | " + " | ".join(threats) + " | mean FPR95 |"
+    rule = "|---|---|" + "---|" * (len(threats) + 1)
     lines = [
         f"# Robust OOD detection on {table['dataset']}: measured and published",
         "",
@@ -70,12 +77,16 @@ def suite_markdown(table: dict) -> str:
         head,
         rule,
     ]
-    for name, row in table["rows"].items():
-        cells = [_cell(row["average"].get(t)) for t in threats]
-        lines.append(f"| measured | {name} | " + " | ".join(cells) + " |")
-    for method, row in table["published"].items():
-        cells = [_cell(row.get(t)) for t in threats]
-        lines.append(f"| paper | {method} | " + " | ".join(cells) + " |")
+    for source, rows in (("measured", {n: r["average"] for n, r in table["rows"].items()}),
+                         ("paper", table["published"])):  # fmt: skip
+        for name, row in rows.items():
+            cells = [_cell(row.get(t)) for t in threats]
+            mean = mean_fpr95(row, threats)
+            lines.append(
+                f"| {source} | {name} | "
+                + " | ".join(cells)
+                + f" | {'–' if mean is None else f'{mean:.2f}'} |"
+            )
     lines += [
         "",
         "| method | model | scorer | test accuracy | end-to-end accuracy | train min | evaluate min |",

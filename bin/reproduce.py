@@ -27,15 +27,26 @@ flags.DEFINE_string("train_flagfile", "", "Training flags shared by every entry 
 flags.DEFINE_string(
     "eval_flagfile", "", "Evaluation flags shared by every entry (bin/evaluate.py)."
 )
-flags.DEFINE_list("suite", ["atom", "ntom", "oe"], "Entries to run: atom, ntom, oe, atom_random.")
+flags.DEFINE_list(
+    "suite",
+    ["atom", "ntom", "oe"],
+    "Entries to run: atom, ntom, oe, atom_random, atom_q<q> (ATOM with window quantile q).",
+)
 flags.DEFINE_string(
     "runs_dir", "runs/suite", "Runs go to <runs_dir>/<entry>; the table to <runs_dir>."
+)
+flags.DEFINE_multi_string(
+    "train_flag",
+    [],
+    "A training flag added to every entry's (repeatable), e.g. --train_flag=--epochs=3.",
 )
 flags.DEFINE_bool("dry_run", False, "Print the commands without running them.")
 flags.DEFINE_bool("plots", True, "Write the bar chart (and each evaluation's plots).")
 
 
 def main(argv: list[str]) -> None:
+    import dataclasses
+
     from atom_tf.suite import get_suite_entry
     from atom_tf.suite_runner import run_suite
 
@@ -48,6 +59,9 @@ def main(argv: list[str]) -> None:
 
             raise InvalidConfigError(f"{name}: no file {path}")
     entries = [get_suite_entry(name) for name in FLAGS.suite]
+    entries = [
+        dataclasses.replace(e, train_flags=(*e.train_flags, *FLAGS.train_flag)) for e in entries
+    ]
     bin_dir = os.path.dirname(os.path.abspath(__file__))
     run_suite(entries, FLAGS.train_flagfile, FLAGS.eval_flagfile, FLAGS.runs_dir, bin_dir,
               dry_run=FLAGS.dry_run, plots=FLAGS.plots)  # fmt: skip
