@@ -22,12 +22,12 @@ import tensorflow as tf
 from absl import app, flags
 
 from atom_tf.batching import map_batches
-from atom_tf.corruption_reference import reference_corrupt
-from atom_tf.corruption_threats import variant_names, worst_corruptions
+from atom_tf.corruptions.reference import reference_corrupt
 from atom_tf.data import load_pool
+from atom_tf.evaluation.corruption_threats import variant_names, worst_corruptions
+from atom_tf.evaluation.scorers import get_scorer
+from atom_tf.evaluation.threats import AttackSettings, ThreatContext
 from atom_tf.models import build_model
-from atom_tf.scorers import get_scorer
-from atom_tf.threats import AttackSettings, ThreatContext
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("engine_images", 256, "Images searched with the engine (one batch).")

@@ -16,9 +16,9 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from atom_tf.evaluation.scorers import get_scorer
+from atom_tf.evaluation.threats import AttackSettings, ThreatContext, make_linf_attack
 from atom_tf.models import build_model
-from atom_tf.scorers import get_scorer
-from atom_tf.threats import AttackSettings, ThreatContext, make_linf_attack
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "densenet_bc_100", "Architecture.")

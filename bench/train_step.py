@@ -26,11 +26,11 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from atom_tf.methods import get_method
-from atom_tf.mining import make_ood_scorer
 from atom_tf.models import build_model
 from atom_tf.models.flops import forward_macs
-from atom_tf.robust_model import RobustOODModel
+from atom_tf.training.methods import get_method
+from atom_tf.training.mining import make_ood_scorer
+from atom_tf.training.train_step import RobustOODModel
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "densenet_bc_100", "Architecture to time.")
@@ -78,7 +78,7 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import numpy as np, psutil
 sys.path.insert(0, sys.argv[3])
 from atom_tf.data import load_pool
-from atom_tf.mining import OutlierMiner, make_ood_scorer
+from atom_tf.training.mining import OutlierMiner, make_ood_scorer
 from atom_tf.models import build_model
 n_candidates, path = int(sys.argv[1]), sys.argv[2]
 model = build_model("small_cnn", 11)

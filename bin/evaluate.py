@@ -79,15 +79,15 @@ flags.DEFINE_bool("plots", True, "Write PNG plots.")
 
 
 def main(argv: list[str]) -> None:
-    from atom_tf.checkpoint import load_run_config
     from atom_tf.data.ood_sets import EMBEDDED_SETS, STANDARD_SETS
     from atom_tf.errors import InvalidConfigError
-    from atom_tf.evaluation import EvalSettings, evaluate
-    from atom_tf.methods import get_method
-    from atom_tf.reports import markdown_table, write_reports
-    from atom_tf.scorers import ODIN, default_scorer
-    from atom_tf.threats import AttackSettings
-    from atom_tf.training import resolve_jit_compile
+    from atom_tf.evaluation.reports import markdown_table, write_reports
+    from atom_tf.evaluation.runner import EvalSettings, evaluate
+    from atom_tf.evaluation.scorers import ODIN, default_scorer
+    from atom_tf.evaluation.threats import AttackSettings
+    from atom_tf.training.checkpoint import load_run_config
+    from atom_tf.training.methods import get_method
+    from atom_tf.training.trainer import resolve_jit_compile
 
     run_dir = FLAGS.checkpoint or FLAGS.output_dir
     if not run_dir:

@@ -47,8 +47,8 @@ flags.DEFINE_bool("plots", True, "Write the bar chart (and each evaluation's plo
 def main(argv: list[str]) -> None:
     import dataclasses
 
-    from atom_tf.suite import get_suite_entry
-    from atom_tf.suite_runner import run_suite
+    from atom_tf.evaluation.suite import get_suite_entry
+    from atom_tf.evaluation.suite_runner import run_suite
 
     for path, name in (
         (FLAGS.train_flagfile, "--train_flagfile"),

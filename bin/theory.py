@@ -38,13 +38,13 @@ flags.DEFINE_string("output_dir", "runs/theory", "Where theory.json and theory.p
 
 def main(argv: list[str]) -> None:
     from atom_tf.errors import InvalidConfigError
-    from atom_tf.theory_experiments import (
+    from atom_tf.theory.experiments import (
         TheorySettings,
         naive_vs_mining,
         sample_complexity,
         window_sweep,
     )
-    from atom_tf.theory_report import format_tables, plot
+    from atom_tf.theory.report import format_tables, plot
 
     try:
         sizes = tuple(int(v) for v in FLAGS.sizes)

@@ -73,7 +73,7 @@ def main(argv: list[str]) -> None:
     import dataclasses
 
     from atom_tf.errors import InvalidConfigError
-    from atom_tf.training import TrainConfig, train
+    from atom_tf.training.trainer import TrainConfig, train
 
     values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(TrainConfig)}
     try:

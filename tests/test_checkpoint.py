@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from atom_tf.checkpoint import claim_directory
 from atom_tf.errors import InvalidConfigError
+from atom_tf.training.checkpoint import claim_directory
 from tests.conftest import REPO
 
-HOLD = "from atom_tf.checkpoint import claim_directory as c; import sys, time; c(sys.argv[1], 'r.json', {}, False, '--x'); print('held', flush=True); time.sleep(60)"
+HOLD = "from atom_tf.training.checkpoint import claim_directory as c; import sys, time; c(sys.argv[1], 'r.json', {}, False, '--x'); print('held', flush=True); time.sleep(60)"
 
 
 def test_a_folder_in_use_by_another_process_is_refused(tmp_path):

@@ -1,11 +1,11 @@
 import numpy as np
 
-from atom_tf.corruption_threats import variant_names, worst_corruptions
 from atom_tf.corruptions import corrupt
 from atom_tf.data import load_pool
-from atom_tf.evaluation import winner_counts
-from atom_tf.scorers import get_scorer
-from atom_tf.threats import AttackSettings, ThreatContext, get_threat
+from atom_tf.evaluation.corruption_threats import variant_names, worst_corruptions
+from atom_tf.evaluation.runner import winner_counts
+from atom_tf.evaluation.scorers import get_scorer
+from atom_tf.evaluation.threats import AttackSettings, ThreatContext, get_threat
 
 
 def context(score_fn, corruptions="common", logits_fn=None):

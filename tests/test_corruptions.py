@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from atom_tf.corruption_reference import reference_corrupt, reference_module
 from atom_tf.corruptions import CORRUPTION_NAMES, corrupt
+from atom_tf.corruptions.reference import reference_corrupt, reference_module
 from atom_tf.data import load_pool
 from atom_tf.errors import InvalidConfigError
 

@@ -13,8 +13,8 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import numpy as np, tensorflow as tf, keras
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from atom_tf.methods import get_method
-from atom_tf.robust_model import RobustOODModel
+from atom_tf.training.methods import get_method
+from atom_tf.training.train_step import RobustOODModel
 import sys
 METHOD = sys.argv[1]
 

@@ -4,9 +4,9 @@ of repeated datasets across epochs; our feed must not be fooled by that)."""
 import numpy as np
 
 from atom_tf.data.pipeline import TrainingFeed
-from atom_tf.methods import get_method
-from atom_tf.mining import MiningCallback
-from atom_tf.robust_model import RobustOODModel
+from atom_tf.training.methods import get_method
+from atom_tf.training.mining import MiningCallback
+from atom_tf.training.train_step import RobustOODModel
 from tests.helpers import blob_data, tiny_network
 
 
@@ -30,7 +30,7 @@ class EpochMarker:
         self.model, self.mined = model, {}
 
     def mine(self, epoch, score_fn):
-        from atom_tf.mining import MiningResult
+        from atom_tf.training.mining import MiningResult
 
         self.model.current_epoch = epoch
         images = np.full((40, 32, 32, 3), 10 * (epoch + 1), np.uint8)

@@ -11,10 +11,10 @@ import pytest
 
 import atom_tf
 from atom_tf.data.ood_sets import load_ood_set
-from atom_tf.evaluation import EvalSettings, evaluate
-from atom_tf.reports import write_reports
-from atom_tf.threats import AttackSettings, ThreatContext, get_threat
-from atom_tf.training import TrainConfig, train
+from atom_tf.evaluation.reports import write_reports
+from atom_tf.evaluation.runner import EvalSettings, evaluate
+from atom_tf.evaluation.threats import AttackSettings, ThreatContext, get_threat
+from atom_tf.training.trainer import TrainConfig, train
 from tests.conftest import REPO
 
 FAST = dict(dataset="digits", model="small_cnn", epochs=2, num_candidates=512, num_selected=256,
@@ -131,7 +131,7 @@ def test_bin_evaluate_prints_the_table_and_fails_cleanly(run_dir, tmp_path):
 
 
 def test_corruption_threat_in_the_evaluation_reports_winners(run_dir, tmp_path):
-    from atom_tf.reports import markdown_table
+    from atom_tf.evaluation.reports import markdown_table
 
     attack = AttackSettings(steps=2, corruptions="common")
     settings = EvalSettings(

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from atom_tf import metrics
+from atom_tf.evaluation import metrics
 
 
 def test_hand_computed_case():

@@ -3,7 +3,7 @@ import pytest
 
 from atom_tf.data import load_pool
 from atom_tf.errors import InvalidConfigError
-from atom_tf.mining import OutlierMiner, mine_window, validate_mining
+from atom_tf.training.mining import OutlierMiner, mine_window, validate_mining
 
 
 def test_mine_window_returns_exactly_the_window_of_ascending_scores(rng):

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from atom_tf.errors import InvalidConfigError
-from atom_tf.scorers import ODIN, default_scorer, get_scorer, scorer_names
+from atom_tf.evaluation.scorers import ODIN, default_scorer, get_scorer, scorer_names
 
 LOGITS = np.array([[2.0, 0.0, -1.0, 3.0], [0.0, 0.0, 0.0, -5.0]], np.float32)  # K = 3 (+1)
 

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from atom_tf import theory as th
-from atom_tf.theory_experiments import (
+from atom_tf.theory import gaussian as th
+from atom_tf.theory.experiments import (
     TheorySettings,
     naive_vs_mining,
     sample_complexity,

@@ -182,7 +182,7 @@ def snow(x, c, rng, table):
 
 @cache
 def _frost_photographs(table: str) -> tuple[np.ndarray, ...]:
-    from atom_tf.corruption_reference import frost_photograph_paths
+    from atom_tf.corruptions.reference import frost_photograph_paths
 
     photos = [cv2.imread(p) for p in frost_photograph_paths()[:5]]  # the reference draws from 5
     if table == "cifar":
@@ -209,7 +209,7 @@ def frost(x, c, rng, table):
 
 @cache
 def _rescaled_frost(index: int, scale: float) -> np.ndarray:
-    from atom_tf.corruption_reference import frost_photograph_paths
+    from atom_tf.corruptions.reference import frost_photograph_paths
 
     photo = cv2.imread(frost_photograph_paths()[index])
     size = (math.ceil(photo.shape[1] * scale), math.ceil(photo.shape[0] * scale))

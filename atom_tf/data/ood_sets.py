@@ -98,8 +98,11 @@ def load_image_folder(folder: str, name: str) -> np.ndarray:
             f"OOD set {name!r}: no folder {folder}; put its images in {folder} (or pass --ood_dir)"
         )
     what = f"OOD set {name!r}"
-    source = ImageSource.open(folder, what)
-    images = decode_images(source, source.names, 32, what, skip_bad=True)
+    try:
+        source = ImageSource.open(folder, what)
+        images = decode_images(source, source.names, 32, what, skip_bad=True)
+    except DatasetNotFoundError:  # no image files at all
+        images = []
     if not len(images):
         raise DatasetNotFoundError(
             f"{what}: no readable images in {folder}; put the {name} images "

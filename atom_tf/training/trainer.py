@@ -17,14 +17,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from atom_tf.checkpoint import CheckpointManager, check_run_config
 from atom_tf.data import load_in_distribution, load_pool
 from atom_tf.data.pipeline import TrainingFeed, test_dataset
 from atom_tf.errors import InvalidConfigError, NonFiniteLossError
-from atom_tf.methods import get_method
-from atom_tf.mining import MiningCallback, OutlierMiner, make_ood_scorer, validate_mining
 from atom_tf.models import build_model
-from atom_tf.robust_model import AttackConfig, RobustOODModel
+from atom_tf.training.checkpoint import CheckpointManager, check_run_config
+from atom_tf.training.methods import get_method
+from atom_tf.training.mining import MiningCallback, OutlierMiner, make_ood_scorer, validate_mining
+from atom_tf.training.train_step import AttackConfig, RobustOODModel
 
 
 @dataclasses.dataclass

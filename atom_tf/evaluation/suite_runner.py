@@ -12,8 +12,8 @@ import time
 
 from atom_tf.data.image_files import source_label
 from atom_tf.errors import UserError
-from atom_tf.suite import SuiteEntry
-from atom_tf.suite_report import combine, write_suite_reports
+from atom_tf.evaluation.suite import SuiteEntry
+from atom_tf.evaluation.suite_report import combine, write_suite_reports
 
 EVAL_DIR = "eval_suite"
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from atom_tf.objectives import kplus1_ce
 from atom_tf.registry import Registry
+from atom_tf.training.objectives import kplus1_ce
 
 LogitsFn = Callable[[tf.Tensor], tf.Tensor]
 

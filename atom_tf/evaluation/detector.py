@@ -18,14 +18,14 @@ import numpy as np
 import tensorflow as tf
 
 from atom_tf.batching import map_batches
-from atom_tf.checkpoint import CheckpointManager, load_run_config, load_weights_checked
 from atom_tf.data import InDistributionData, load_in_distribution
 from atom_tf.errors import InvalidConfigError
-from atom_tf.methods import get_method
-from atom_tf.metrics import threshold_at_tpr
+from atom_tf.evaluation.metrics import threshold_at_tpr
+from atom_tf.evaluation.scorers import Scorer, default_scorer, get_scorer
 from atom_tf.models import build_model
-from atom_tf.robust_model import RobustOODModel
-from atom_tf.scorers import Scorer, default_scorer, get_scorer
+from atom_tf.training.checkpoint import CheckpointManager, load_run_config, load_weights_checked
+from atom_tf.training.methods import get_method
+from atom_tf.training.train_step import RobustOODModel
 
 
 def as_unit_float(images: np.ndarray) -> np.ndarray:

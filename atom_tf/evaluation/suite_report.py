@@ -11,7 +11,7 @@ import csv
 import json
 import os
 
-from atom_tf.published import THREATS, published_rows
+from atom_tf.evaluation.published import THREATS, published_rows
 
 SUITE_METRICS = ("fpr95", "auroc")
 

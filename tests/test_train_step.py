@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from atom_tf.methods import get_method
-from atom_tf.objectives import kplus1_ce
-from atom_tf.robust_model import RobustOODModel
+from atom_tf.training.methods import get_method
+from atom_tf.training.objectives import kplus1_ce
+from atom_tf.training.train_step import RobustOODModel
 from tests.helpers import linear_network, tiny_network
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from atom_tf.objectives import Objective
+from atom_tf.training.objectives import Objective
 
 
 def pgd_attack(

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from scipy.special import expit
 
-from atom_tf import theory as th
+from atom_tf.theory import gaussian as th
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,16 +14,16 @@ import time
 
 import numpy as np
 
-from atom_tf.checkpoint import claim_directory
 from atom_tf.data.ood_sets import load_ood_set, ood_set_label
-from atom_tf.detector import Detector, as_unit_float, load_run
-from atom_tf.metrics import detection_metrics, end_to_end_accuracy
-from atom_tf.threats import AttackSettings, ThreatContext, get_threat
+from atom_tf.evaluation.detector import Detector, as_unit_float, load_run
+from atom_tf.evaluation.metrics import detection_metrics, end_to_end_accuracy
+from atom_tf.evaluation.threats import AttackSettings, ThreatContext, get_threat
+from atom_tf.training.checkpoint import claim_directory
 
 
 def winner_counts(winners: np.ndarray, which: str) -> dict[str, int]:
     """How often each variant ('name@severity', or 'clean') fooled the detector most."""
-    from atom_tf.corruption_threats import variant_names
+    from atom_tf.evaluation.corruption_threats import variant_names
 
     names = ["clean", *variant_names(which)]
     values, counts = np.unique(winners + 1, return_counts=True)

@@ -13,9 +13,9 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from atom_tf.methods import Method
-from atom_tf.objectives import kplus1_ce, label_ce
-from atom_tf.pgd import pgd_attack
+from atom_tf.training.methods import Method
+from atom_tf.training.objectives import kplus1_ce, label_ce
+from atom_tf.training.pgd import pgd_attack
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,8 @@
 A threat model maps clean OOD images (float32 in [0,1]) to the images the detector is shown.
 `natural` returns them unchanged; `linf` runs the shared PGD routine (the one training uses)
 against the scorer's attacker objective. In-distribution images are never attacked.
-Corruption and compositional threats register here the same way.
+Corruption and compositional threats register here the same way, from
+`corruption_threats` (which imports this module; the package's __init__ imports it).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from atom_tf.batching import map_batches
-from atom_tf.pgd import pgd_attack
+from atom_tf.evaluation.scorers import LogitsFn, Scorer
 from atom_tf.registry import Registry
-from atom_tf.scorers import LogitsFn, Scorer
+from atom_tf.training.pgd import pgd_attack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,12 +110,3 @@ def linf(images: np.ndarray, ctx: ThreatContext) -> np.ndarray:
     a = ctx.attack
     label = f"L-inf PGD ({a.steps} steps x {a.restarts} restart(s), eps {a.epsilon * 255:.0f}/255)"
     return batched(images, ctx.batch_size, make_linf_attack(ctx), label, ctx.verbose)
-
-
-def _register_corruption_threats() -> None:
-    """`corruption` and `compositional` live in their own module (they need the corruption
-    engine); importing it registers them."""
-    import atom_tf.corruption_threats  # noqa: F401
-
-
-_register_corruption_threats()

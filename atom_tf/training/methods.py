@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from atom_tf.objectives import Objective, kplus1_ce, uniform_ce
 from atom_tf.registry import Registry
+from atom_tf.training.objectives import Objective, kplus1_ce, uniform_ce
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ from atom_tf.batching import map_batches
 from atom_tf.data.augment import random_crop_flip, seed_for
 from atom_tf.data.outlier_pools import OutlierPool
 from atom_tf.errors import InvalidConfigError
-from atom_tf.objectives import ood_probability
+from atom_tf.training.objectives import ood_probability
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # uint8 images -> OOD scores
 

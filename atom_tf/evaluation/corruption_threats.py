@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from atom_tf.corruptions import COMMON_CORRUPTIONS, CORRUPTION_NAMES, SEVERITIES, corrupt
-from atom_tf.threats import ThreatContext, batched, linf, register_threat
+from atom_tf.evaluation.threats import ThreatContext, batched, linf, register_threat
 
 
 def variant_names(which: str = "all") -> list[str]:
