@@ -149,6 +149,8 @@ def claim_directory(
                 f"{directory} holds work done with other settings ({', '.join(changed)} differ); "
                 f"pass --overwrite to replace it or choose another {flag}"
             )
+        else:
+            return  # the same work: resume it, nothing to record
     os.makedirs(directory, exist_ok=True)
     _atomic_write(path, json.dumps(identity, indent=2, sort_keys=True))
 
