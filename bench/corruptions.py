@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Worst-case corruption search speed (corrupting + scoring every variant), measured in one run:
-this engine (batched, `atom_tf.corruption_threats.worst_corruptions`) against a per-image loop
+this engine (batched, `atom_tf.evaluation.corruption_threats.worst_corruptions`) against a per-image loop
 over `imagecorruptions.corrupt` (through atom_tf's compatibility layer) on the same images,
 both scored by the same network (the embedded demo's small_cnn, untrained: speed does not
 depend on the weights) with the `kplus1` scorer.
