@@ -12,6 +12,7 @@ setup(
         "tensorflow>=2.18,<2.23",
         "keras>=3.6,<4",
         "tensorflow-datasets>=4.9.6,<5",
+        "importlib_resources>=5",  # tfds imports it lazily when it downloads and prepares a dataset
         "tensorboard>=2.18",
         "numpy>=1.26,<3",
         "scipy>=1.11",

@@ -81,9 +81,10 @@ def prepared_builder(tfds_name: str, data_dir: str | None, download: bool):
         try:
             builder.download_and_prepare()
         except Exception as err:  # tfds raises many types (network, checksum, disk)
+            cause = (str(err).strip().splitlines() or [""])[0][:200]
             raise DatasetNotFoundError(
                 f"dataset {tfds_name!r} is not in {where} and could not be downloaded "
-                f"({type(err).__name__}){hint}"
+                f"({type(err).__name__}: {cause}){hint}"
             ) from err
     elif not builder.is_prepared():
         raise DatasetNotFoundError(
