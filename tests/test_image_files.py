@@ -183,3 +183,12 @@ def test_train_cli_reports_a_bad_image_folder_in_one_line(tmp_path, rng):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "test/<class>/" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_formats_opencv_cannot_read_are_decoded_by_pillow(tmp_path, rng):
+    from PIL import Image
+
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.gif")  # GIF: palette-quantised by Pillow
+    expected = np.asarray(Image.open(tmp_path / "a.gif").convert("RGB"))
+    assert np.array_equal(load_ood_set(f"images:{tmp_path}"), expected[None])

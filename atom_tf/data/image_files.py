@@ -123,7 +123,17 @@ def decode_image(data: bytes) -> np.ndarray | None:
     import cv2
 
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    return None if image is None else image[..., ::-1]
+    if image is not None:
+        return np.ascontiguousarray(image[..., ::-1])
+    try:  # formats OpenCV lacks (GIF, palette TIFF): Pillow
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception:  # Pillow raises many types for files it cannot read
+        return None
 
 
 def decode_images(

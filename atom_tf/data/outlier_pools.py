@@ -283,8 +283,6 @@ class _RandomCropPool(_BlockGeneratedPool):
     of sources; its offset comes from (seed, i // block). Sources of side 32 are served as they
     are (the miner's augmentation crops and flips them)."""
 
-    source_side = 64
-
     def _source(self, indices: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
