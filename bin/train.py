@@ -56,7 +56,12 @@ flags.DEFINE_integer("seed", 1, "Random seed (weights, order, augmentation, atta
 flags.DEFINE_string(
     "data_dir", "", "tfds data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)."
 )
-flags.DEFINE_bool("download", True, "Download tfds datasets that are not on disk.")
+flags.DEFINE_bool(
+    "download",
+    True,
+    "Download what is not on disk: tfds datasets, and pools with a public file "
+    "(tiny_images_300k) when --pool_path is empty.",
+)
 flags.DEFINE_bool(
     "jit_compile",
     None,

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from atom_tf.data.download import REMOTE_FILES, download_dir, fetch
 from atom_tf.data.image_files import load_image_set, smallest_side
 from atom_tf.errors import DatasetNotFoundError
 from atom_tf.registry import Registry
@@ -79,14 +80,28 @@ register_pool = POOLS.register
 pool_names = POOLS.names
 
 
-def load_pool(name: str, path: str | None = None, seed: int = 0) -> OutlierPool:
-    """Opens a registered outlier pool; `path` is the pool's file or folder where it has one."""
-    return POOLS.get(name)(path=path, seed=seed)
+def load_pool(
+    name: str, path: str | None = None, seed: int = 0, download: bool = False
+) -> OutlierPool:
+    """Opens a registered outlier pool; `path` is the pool's file or folder where it has one.
+    A pool with a public file (atom_tf.data.download) and no `path` is downloaded into the
+    download cache when `download` is set."""
+    loader = POOLS.get(name)
+    if not path and name in REMOTE_FILES:
+        remote_path = os.path.join(download_dir(), REMOTE_FILES.get(name).filename)
+        if download:
+            path = fetch(name)
+        elif os.path.exists(remote_path):
+            path = remote_path
+    return loader(path=path, seed=seed)
 
 
 def _require_file(name: str, path: str | None, what: str) -> str:
     if not path:
-        raise DatasetNotFoundError(f"outlier pool {name!r} needs --pool_path pointing to {what}")
+        hint = " (or --download to fetch it)" if name in REMOTE_FILES else ""
+        raise DatasetNotFoundError(
+            f"outlier pool {name!r} needs --pool_path pointing to {what}{hint}"
+        )
     if not os.path.isfile(path):
         raise DatasetNotFoundError(
             f"outlier pool {name!r}: no file at {path}; download {what} and pass its path"

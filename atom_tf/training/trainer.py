@@ -175,7 +175,7 @@ def build_training(config: TrainConfig):
 
 
 def build_miner(config: TrainConfig, method, data, feed: TrainingFeed) -> OutlierMiner:
-    pool = load_pool(config.pool, config.pool_path or None, config.seed)
+    pool = load_pool(config.pool, config.pool_path or None, config.seed, config.download)
     n = config.num_selected or 2 * len(data.x_train)
     big_n = config.num_candidates or 4 * n
     strategy = config.mining or method.mining
