@@ -126,10 +126,10 @@ def plot_fpr95(table: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(threats), 3.8))
     x = np.arange(len(threats))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(label.split(" ")[0] for label, _, _ in bars))  # one colour a method
     for i, (label, row, paper) in enumerate(bars):
         values = [row[t]["fpr95"] if t in row else np.nan for t in threats]
         method = label.split(" ")[0]
-        names = list(dict.fromkeys(b[0].split(" ")[0] for b in bars))
         ax.bar(x + (i - (len(bars) - 1) / 2) * width, values, width, label=label,
                color=colors[names.index(method) % len(colors)], hatch="//" if paper else None,
                alpha=0.5 if paper else 1.0, edgecolor="k", linewidth=0.4)  # fmt: skip
