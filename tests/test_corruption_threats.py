@@ -67,3 +67,32 @@ def test_registered_threats_record_winners_and_compositional_stays_near_the_corr
         ctx2.records["winners"], ctx.records["winners"]
     )  # same seeded search
     assert np.abs(composed - corrupted).max() <= 8 / 255 + 1e-6
+
+
+def test_compositional_reuses_the_corruption_search_of_the_same_set(monkeypatch):
+    import tensorflow as tf
+
+    import atom_tf.evaluation.corruption_threats as ct
+
+    x = images()
+    w = tf.constant(np.random.default_rng(1).normal(size=(32 * 32 * 3, 3)), tf.float32)
+
+    def logits_fn(batch):
+        return tf.reshape(batch, (-1, 32 * 32 * 3)) @ w
+
+    def score_fn(batch):
+        return get_scorer("msp").score(logits_fn, tf.constant(batch), 3).numpy()
+
+    alone = context(score_fn, "common", logits_fn)
+    expected = get_threat("compositional")(x, alone)
+    searches = []
+    real = ct.worst_corruptions
+    monkeypatch.setattr(ct, "worst_corruptions", lambda *a: searches.append(1) or real(*a))
+    shared = {}
+    first, second = context(score_fn, "common", logits_fn), context(score_fn, "common", logits_fn)
+    first.shared = second.shared = shared
+    get_threat("corruption")(x, first)
+    composed = get_threat("compositional")(x, second)
+    assert len(searches) == 1  # one batch of 6 images, searched once for both threats
+    np.testing.assert_array_equal(composed, expected)
+    np.testing.assert_array_equal(second.records["winners"], alone.records["winners"])

@@ -55,10 +55,16 @@ def _prepare_results_dir(results_dir: str, identity: dict, overwrite: bool) -> N
 
 
 def ood_scores(
-    detector: Detector, images: np.ndarray, threat: str, settings: EvalSettings, verbose: bool
+    detector: Detector,
+    images: np.ndarray,
+    threat: str,
+    settings: EvalSettings,
+    verbose: bool,
+    shared: dict | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Detection scores of OOD images after the threat model, and what the threat recorded
-    per image (e.g. the winning corruption)."""
+    per image (e.g. the winning corruption). `shared` carries results between the threat
+    models of one image set (the compositional threat reuses the corruption search)."""
     ctx = ThreatContext(
         logits_fn=detector.logits,
         scorer=detector.scorer,
@@ -69,6 +75,7 @@ def ood_scores(
         jit_compile=settings.jit_compile,
         seed=settings.seed,
         verbose=verbose,
+        shared={} if shared is None else shared,
     )
     shown = get_threat(threat)(as_unit_float(images), ctx)
     return detector.score(shown), ctx.records
@@ -119,7 +126,7 @@ def evaluate(
     np.save(os.path.join(scores_dir, "in_distribution.npy"), in_scores)
     labels = [ood_set_label(s) for s in settings.ood_sets]
     for set_name, label in zip(settings.ood_sets, labels, strict=True):
-        images = None
+        images, shared = None, {}
         for threat in settings.threats:
             path = os.path.join(scores_dir, f"{label}__{threat}.npz")
             if os.path.exists(path):
@@ -134,7 +141,7 @@ def evaluate(
                         set_name, settings.max_ood_images, data_dir, ood_dir, seed=settings.seed
                     )
                 start = time.perf_counter()
-                scores, records = ood_scores(detector, images, threat, settings, verbose)
+                scores, records = ood_scores(detector, images, threat, settings, verbose, shared)
                 np.savez(path + ".tmp.npz", scores=scores, **records)
                 os.replace(path + ".tmp.npz", path)
                 if verbose:

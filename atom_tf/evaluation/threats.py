@@ -49,6 +49,7 @@ class ThreatContext:
     seed: int = 0
     verbose: bool = True
     records: dict = dataclasses.field(default_factory=dict)  # per-image extras a threat reports
+    shared: dict = dataclasses.field(default_factory=dict)  # results reused across threats of a set
 
 
 ThreatModel = Callable[[np.ndarray, ThreatContext], np.ndarray]
