@@ -17,6 +17,21 @@ def images():
     return load_pool("natural_patches", seed=2).read(0, 6).astype(np.float32) / 255
 
 
+def linear_detector(seed):
+    """A random linear 3-class model on the flattened image and its MSP detection score."""
+    import tensorflow as tf
+
+    w = tf.constant(np.random.default_rng(seed).normal(size=(32 * 32 * 3, 3)), tf.float32)
+
+    def logits_fn(batch):
+        return tf.reshape(batch, (-1, 32 * 32 * 3)) @ w
+
+    def score_fn(batch):
+        return get_scorer("msp").score(logits_fn, tf.constant(batch), 3).numpy()
+
+    return logits_fn, score_fn
+
+
 def test_search_keeps_the_most_in_distribution_variant():
     x = images()
     brightness = lambda batch: batch.reshape(len(batch), -1).mean(1)  # noqa: E731  "in-distribution" = bright
@@ -46,17 +61,8 @@ def test_clean_image_wins_when_every_corruption_looks_less_in_distribution():
 
 
 def test_registered_threats_record_winners_and_compositional_stays_near_the_corrupted_image():
-    import tensorflow as tf
-
     x = images()
-    w = tf.constant(np.random.default_rng(0).normal(size=(32 * 32 * 3, 3)), tf.float32)
-
-    def logits_fn(batch):
-        return tf.reshape(batch, (-1, 32 * 32 * 3)) @ w
-
-    def score_fn(batch):
-        return get_scorer("msp").score(logits_fn, tf.constant(batch), 3).numpy()
-
+    logits_fn, score_fn = linear_detector(0)
     ctx = context(score_fn, "common", logits_fn)
     corrupted = get_threat("corruption")(x, ctx)
     assert ctx.records["winners"].shape == (6,)
@@ -70,19 +76,10 @@ def test_registered_threats_record_winners_and_compositional_stays_near_the_corr
 
 
 def test_compositional_reuses_the_corruption_search_of_the_same_set(monkeypatch):
-    import tensorflow as tf
-
     import atom_tf.evaluation.corruption_threats as ct
 
     x = images()
-    w = tf.constant(np.random.default_rng(1).normal(size=(32 * 32 * 3, 3)), tf.float32)
-
-    def logits_fn(batch):
-        return tf.reshape(batch, (-1, 32 * 32 * 3)) @ w
-
-    def score_fn(batch):
-        return get_scorer("msp").score(logits_fn, tf.constant(batch), 3).numpy()
-
+    logits_fn, score_fn = linear_detector(1)
     alone = context(score_fn, "common", logits_fn)
     expected = get_threat("compositional")(x, alone)
     searches = []
