@@ -47,6 +47,7 @@ flags.DEFINE_bool("plots", True, "Write the bar chart (and each evaluation's plo
 def main(argv: list[str]) -> None:
     import dataclasses
 
+    from atom_tf.errors import InvalidConfigError
     from atom_tf.evaluation.suite import get_suite_entry
     from atom_tf.evaluation.suite_runner import run_suite
 
@@ -55,8 +56,6 @@ def main(argv: list[str]) -> None:
         (FLAGS.eval_flagfile, "--eval_flagfile"),
     ):
         if path and not os.path.isfile(path):
-            from atom_tf.errors import InvalidConfigError
-
             raise InvalidConfigError(f"{name}: no file {path}")
     entries = [get_suite_entry(name) for name in FLAGS.suite]
     entries = [
