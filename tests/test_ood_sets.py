@@ -7,7 +7,9 @@ from atom_tf.data.ood_sets import load_image_folder, load_ood_set, resize_short_
 from atom_tf.errors import DatasetNotFoundError
 
 
-@pytest.mark.parametrize("name", ["textures", "faces", "gaussian_noise", "uniform_noise"])
+@pytest.mark.parametrize(
+    "name", ["letters", "textures", "faces", "gaussian_noise", "uniform_noise"]
+)
 def test_embedded_sets_need_no_download_and_are_seeded(name):
     a = load_ood_set(name, max_images=50, seed=1)
     assert a.dtype == np.uint8 and a.shape[1:] == (32, 32, 3) and 0 < len(a) <= 50
@@ -36,6 +38,23 @@ def test_textures_come_from_the_held_out_photographs():
     means = [t.mean() for t in (skd.brick(), skd.grass(), skd.gravel())]
     for i, mean in enumerate(means):  # each third of the set looks like its photograph
         assert textures[500 * i : 500 * (i + 1)].mean() == pytest.approx(mean, abs=12)
+
+
+def test_letters_are_drawn_in_the_digits_format():
+    from atom_tf.data import load_in_distribution
+
+    letters = load_ood_set("letters")
+    assert len(letters) == 1000 and np.array_equal(letters[..., 0], letters[..., 2])
+    digits = load_in_distribution("digits").x_train
+
+    def look(images):  # brightness, share of background, share of stroke
+        return np.array([images.mean() / 255, np.mean(images < 16), np.mean(images > 200)])
+
+    assert np.abs(look(letters) - look(digits)).max() < 0.1
+    for other in ("textures", "faces", "gaussian_noise"):  # unlike the other embedded sets
+        assert np.abs(look(load_ood_set(other, max_images=500)) - look(digits)).max() > 0.1
+    flat_digits = digits.reshape(len(digits), -1)
+    assert not (letters.reshape(1000, 1, -1)[:100] == flat_digits[None]).all(-1).any()
 
 
 def test_folder_loader_resizes_crops_and_reports_bad_files(tmp_path, capsys):
