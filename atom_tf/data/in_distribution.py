@@ -6,6 +6,7 @@ inside tf.data. `digits` is the embedded default: scikit-learn's 1,797 real hand
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from atom_tf.data.image_files import is_image_spec, load_classification, spec_path
-from atom_tf.errors import DatasetNotFoundError
+from atom_tf.errors import DatasetNotFoundError, describe_cause
 from atom_tf.registry import Registry
 
 # CIFAR statistics (PROTOCOL §7), in [0,1] units.
@@ -67,6 +68,22 @@ def load_image_files(name: str) -> InDistributionData:
     )
 
 
+TFDS_DOWNLOAD_RETRIES = 2
+
+
+@contextlib.contextmanager
+def _few_download_retries():
+    """tfds retries a failed connection 10 times with exponential backoff: on a machine without
+    network it takes 3.5 minutes to say so. Two retries still ride out a brief server error."""
+    from tensorflow_datasets.core.download import downloader
+
+    saved, downloader.MAX_RETRIES = downloader.MAX_RETRIES, TFDS_DOWNLOAD_RETRIES
+    try:
+        yield
+    finally:
+        downloader.MAX_RETRIES = saved
+
+
 def prepared_builder(tfds_name: str, data_dir: str | None, download: bool):
     """A tfds builder whose data is on disk (downloaded if allowed), or one actionable line."""
     import tensorflow_datasets as tfds
@@ -79,12 +96,12 @@ def prepared_builder(tfds_name: str, data_dir: str | None, download: bool):
     )
     if download:
         try:
-            builder.download_and_prepare()
+            with _few_download_retries():
+                builder.download_and_prepare()
         except Exception as err:  # tfds raises many types (network, checksum, disk)
-            cause = (str(err).strip().splitlines() or [""])[0][:200]
             raise DatasetNotFoundError(
                 f"dataset {tfds_name!r} is not in {where} and could not be downloaded "
-                f"({type(err).__name__}: {cause}){hint}"
+                f"({describe_cause(err)}){hint}"
             ) from err
     elif not builder.is_prepared():
         raise DatasetNotFoundError(

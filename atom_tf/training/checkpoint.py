@@ -17,7 +17,7 @@ import warnings
 import keras
 import numpy as np
 
-from atom_tf.errors import InvalidConfigError
+from atom_tf.errors import InvalidConfigError, describe_cause
 
 
 def _atomic_write(path: str, text: str) -> None:
@@ -39,7 +39,7 @@ def load_weights_checked(model: keras.Model, path: str) -> None:
         try:
             model.load_weights(path)
         except (ValueError, OSError) as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(":")
+            reason = describe_cause(error)
     partial = [w for w in caught if "freshly-initialized" in str(w.message)]
     for w in caught:
         if w not in partial:

@@ -184,6 +184,24 @@ def build_miner(config: TrainConfig, method, data, feed: TrainingFeed) -> Outlie
     return OutlierMiner(pool, big_n, n, config.quantile, strategy, config.seed, augment=True)
 
 
+def describe_run(
+    config: TrainConfig, data, model: RobustOODModel, miner: OutlierMiner, run_dir: str
+) -> str:
+    """The start line: what is trained on what, with which outliers and batches, and where."""
+    if miner.strategy == "window":
+        mining = f"window q = {miner.quantile:g} of N = {miner.num_candidates:,} candidates"
+    else:
+        mining = f"random from N = {miner.num_candidates:,} candidates"
+    return (
+        f"training {config.method} on {data.name} ({len(data.x_train):,} train / "
+        f"{len(data.x_test):,} test images, {data.num_classes} classes) with "
+        f"{config.model} ({model.network.count_params():,} parameters); outliers: "
+        f"{miner.pool.name} ({len(miner.pool):,} images), n = {miner.num_selected:,} per epoch "
+        f"by {mining}; batches {config.in_batch} + {config.out_batch}, {config.epochs} epochs; "
+        f"run folder {run_dir}"
+    )
+
+
 def train(
     config: TrainConfig,
     run_dir: str,
@@ -211,6 +229,8 @@ def train(
             print(f"{run_dir} finished all {config.epochs} epochs earlier; nothing to train")
         with open(summary_path) as f:
             return json.load(f)
+    if verbose:
+        print(describe_run(config, data, model, miner, run_dir), flush=True)
     if last is not None and verbose:
         print(f"resuming {run_dir} after epoch {last + 1} of {config.epochs}", flush=True)
     jit = resolve_jit_compile(config.jit_compile)
