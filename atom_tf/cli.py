@@ -32,6 +32,7 @@ def import_tensorflow_quietly() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices()
+            tf.get_logger().setLevel("WARNING")  # no INFO lines from tf.distribute's set-up
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -70,3 +71,33 @@ def run_main(main: Callable[[list[str]], None]) -> None:
         app.run(guarded)
     except SystemExit:
         raise
+
+
+def define_distribution_flags() -> None:
+    """--distribution, --tpu and --cluster_wait, shared by bin/train.py and bin/evaluate.py."""
+    from absl import flags
+
+    flags.DEFINE_enum(
+        "distribution",
+        "auto",
+        ["auto", "one_device", "mirrored", "multi_worker", "tpu"],
+        "tf.distribute strategy: auto (a TPU if attached, multi_worker if TF_CONFIG names a "
+        "cluster, all local GPUs mirrored, else one device), one_device, mirrored, "
+        "multi_worker (cluster from TF_CONFIG), tpu (--tpu). Batch flags are global sizes.",
+    )
+    flags.DEFINE_string(
+        "tpu", "", "TPU address (grpc://HOST:8470) or name, for --distribution=tpu."
+    )
+    flags.DEFINE_float(
+        "cluster_wait", 45.0, "Seconds to wait for every TF_CONFIG task to answer (multi_worker)."
+    )
+
+
+def strategy_from_flags():
+    """The strategy the distribution flags ask for (atom_tf.distribution.make_strategy)."""
+    from absl import flags
+
+    from atom_tf.distribution import make_strategy
+
+    values = flags.FLAGS
+    return make_strategy(values.distribution, values.tpu, values.cluster_wait)

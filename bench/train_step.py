@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,48 +27,13 @@ from absl import app, flags
 
 from atom_tf.models import build_model
 from atom_tf.models.flops import forward_macs
-from atom_tf.training.methods import get_method
-from atom_tf.training.mining import make_ood_scorer
-from atom_tf.training.train_step import RobustOODModel
+from bench.timing import matmul_gflops, scoring_rate, train_step_seconds
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "densenet_bc_100", "Architecture to time.")
 flags.DEFINE_integer("steps", 3, "Timed steps per configuration (after one warm-up step).")
 flags.DEFINE_integer("mining_candidates", 400_000, "N for the mining memory measurement.")
 flags.DEFINE_integer("score_images", 2048, "Images scored to measure the mining rate.")
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    a = tf.random.normal((n, n))
-    b = tf.random.normal((n, n))
-    tf.matmul(a, b).numpy()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        c = tf.matmul(a, b)
-    c.numpy()
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
-def time_step(method: str, jit: bool, steps: int) -> float:
-    m = get_method(method)
-    keras.utils.set_random_seed(0)
-    model = RobustOODModel(build_model(FLAGS.model, m.num_outputs(10)), m, 10)
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), jit_compile=jit)
-    rng = np.random.default_rng(0)
-    batch = (
-        rng.random((64, 32, 32, 3), np.float32),
-        rng.integers(0, 10, 64),
-        rng.random((128, 32, 32, 3), np.float32),
-    )
-    data = tf.data.Dataset.from_tensors(batch).repeat()
-    stamps: list[float] = []
-    timer = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs=None: stamps.append(time.perf_counter())
-    )
-    # one fit call: the first step traces and compiles; the next `steps` are timed between
-    # batch ends (fit's own start-up and shutdown are not part of a training step)
-    model.fit(data, epochs=1, steps_per_epoch=steps + 1, verbose=0, callbacks=[timer])
-    return float(np.median(np.diff(stamps)))
 
 
 MEMORY_CHILD = r"""
@@ -135,7 +99,7 @@ def main(argv):
         ("ntom", False, ntom_gflop),
         ("ntom", True, ntom_gflop),
     ):
-        seconds = time_step(method, jit, FLAGS.steps)
+        seconds = train_step_seconds(FLAGS.model, method, jit, FLAGS.steps)
         rows.append((method, jit, seconds))
         print(f"{method.upper()} step, XLA {'on ' if jit else 'off'}: {seconds:.2f} s, {192 / seconds:.1f} images/s, "
               f"{gf / seconds:.1f} GFLOP/s = {gf / seconds / gflops:.1%} of matmul", flush=True)  # fmt: skip
@@ -143,14 +107,7 @@ def main(argv):
     print(
         f"ATOM step: XLA off / XLA on time ratio = {atom_eager / atom_xla:.2f} (> 1 means XLA is faster)"
     )
-    scorer = make_ood_scorer(network, batch_size=512, jit_compile=False)
-    images = np.random.default_rng(0).integers(
-        0, 256, (FLAGS.score_images, 32, 32, 3), dtype=np.uint8
-    )
-    scorer(images[:512])
-    start = time.perf_counter()
-    scorer(images)
-    rate = FLAGS.score_images / (time.perf_counter() - start)
+    rate = scoring_rate(FLAGS.model, FLAGS.score_images, jit=False)
     print(f"mining scoring rate ({FLAGS.model}, inference): {rate:.0f} images/s "
           f"(N = 400,000 would take {400_000 / rate / 60:.1f} min)")  # fmt: skip
     extra, seconds, kept = mining_memory(FLAGS.mining_candidates)

@@ -76,10 +76,12 @@ flags.DEFINE_bool(
     "overwrite", False, "Discard results in --results_dir computed with other settings."
 )
 flags.DEFINE_bool("plots", True, "Write PNG plots.")
+cli.define_distribution_flags()
 
 
 def main(argv: list[str]) -> None:
     from atom_tf.data.ood_sets import EMBEDDED_SETS, STANDARD_SETS
+    from atom_tf.distribution import describe_strategy, is_chief
     from atom_tf.errors import InvalidConfigError
     from atom_tf.evaluation.reports import markdown_table, write_reports
     from atom_tf.evaluation.runner import EvalSettings, evaluate
@@ -121,8 +123,13 @@ def main(argv: list[str]) -> None:
         jit_compile=resolve_jit_compile(FLAGS.jit_compile),
     )
     results_dir = FLAGS.results_dir or os.path.join(run_dir, f"eval_{scorer}")
+    strategy = cli.strategy_from_flags()
+    if strategy.num_replicas_in_sync > 1:
+        print(describe_strategy(strategy, {"--batch_size": FLAGS.batch_size}), flush=True)
     results = evaluate(run_dir, results_dir, settings, FLAGS.overwrite, FLAGS.data_dir or None,
-                       FLAGS.ood_dir or None, overrides)  # fmt: skip
+                       FLAGS.ood_dir or None, overrides, strategy=strategy)  # fmt: skip
+    if not is_chief(strategy):
+        return
     write_reports(results, results_dir, os.path.join(run_dir, "logs", "eval"), plots=FLAGS.plots)
     print()
     print(markdown_table(results))

@@ -41,12 +41,18 @@ flags.DEFINE_multi_string(
     "A training flag added to every entry's (repeatable), e.g. --train_flag=--epochs=3.",
 )
 flags.DEFINE_bool("dry_run", False, "Print the commands without running them.")
+flags.DEFINE_string(
+    "distribution", "", "Passed to every training and evaluation (see bin/train.py --helpfull)."
+)
+flags.DEFINE_string("tpu", "", "Passed to every training and evaluation with --distribution.")
+flags.DEFINE_string("precision", "", "Passed to every training (float32, mixed_bfloat16, ...).")
 flags.DEFINE_bool("plots", True, "Write the bar chart (and each evaluation's plots).")
 
 
 def main(argv: list[str]) -> None:
     import dataclasses
 
+    from atom_tf.distribution import is_chief_task
     from atom_tf.errors import InvalidConfigError
     from atom_tf.evaluation.suite import get_suite_entry
     from atom_tf.evaluation.suite_runner import run_suite
@@ -58,12 +64,20 @@ def main(argv: list[str]) -> None:
         if path and not os.path.isfile(path):
             raise InvalidConfigError(f"{name}: no file {path}")
     entries = [get_suite_entry(name) for name in FLAGS.suite]
+    both = [f"--{name}={FLAGS[name].value}" for name in ("distribution", "tpu")
+            if FLAGS[name].value]  # fmt: skip
+    train_only = [f"--precision={FLAGS.precision}"] if FLAGS.precision else []
     entries = [
-        dataclasses.replace(e, train_flags=(*e.train_flags, *FLAGS.train_flag)) for e in entries
+        dataclasses.replace(
+            e,
+            train_flags=(*e.train_flags, *FLAGS.train_flag, *both, *train_only),
+            eval_flags=(*e.eval_flags, *both),
+        )
+        for e in entries
     ]
     bin_dir = os.path.dirname(os.path.abspath(__file__))
     run_suite(entries, FLAGS.train_flagfile, FLAGS.eval_flagfile, FLAGS.runs_dir, bin_dir,
-              dry_run=FLAGS.dry_run, plots=FLAGS.plots)  # fmt: skip
+              dry_run=FLAGS.dry_run, plots=FLAGS.plots, chief=is_chief_task())  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -72,6 +72,14 @@ flags.DEFINE_bool(
     "deterministic", False, "TensorFlow op determinism (bit-identical resume on CPU)."
 )
 flags.DEFINE_integer("verbose", 1, "0: silent, 1: progress bars, 2: one line per epoch.")
+flags.DEFINE_enum(
+    "precision",
+    "float32",
+    ["float32", "mixed_bfloat16", "mixed_float16"],
+    "Keras mixed precision (float16 with dynamic loss scaling); logits, objectives, PGD and "
+    "scorers stay float32.",
+)
+cli.define_distribution_flags()
 
 
 def main(argv: list[str]) -> None:
@@ -95,6 +103,7 @@ def main(argv: list[str]) -> None:
         overwrite=FLAGS.overwrite,
         verbose=FLAGS.verbose,
         flags_text=FLAGS.flags_into_string(),
+        strategy=cli.strategy_from_flags(),
     )
     print(f"test accuracy {summary['test_accuracy']:.2%}; run in {FLAGS.output_dir}")
 

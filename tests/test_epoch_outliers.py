@@ -1,5 +1,5 @@
-"""Epoch e must train on the outliers mined at the start of epoch e (Keras keeps iterators
-of repeated datasets across epochs; our feed must not be fooled by that)."""
+"""Epoch e must train on the outliers mined at the start of epoch e (Keras keeps the iterator
+across epochs and may prefetch; our feed must not be fooled by that)."""
 
 import numpy as np
 
@@ -46,8 +46,9 @@ def test_each_epoch_trains_on_its_own_mined_outliers():
     model.compile(optimizer="sgd", run_eagerly=True)
     marker = EpochMarker(model)
     model.fit(
-        feed.dataset(),
+        feed.dataset(range(3)),
         epochs=3,
+        steps_per_epoch=feed.steps_per_epoch,
         callbacks=[MiningCallback(marker, feed.set_outliers, None, verbose=False)],
         verbose=0,
     )

@@ -1,14 +1,16 @@
 """The training input pipeline: in-distribution batches zipped with each epoch's mined outliers.
 
-Keras re-creates the iterator of a finite dataset at every epoch (we declare the cardinality, so
-no `steps_per_epoch` is passed and Keras never keeps an iterator across epochs). The generator
-behind the dataset reads the outliers installed by `set_outliers` when its iteration starts,
-i.e. after the mining callback's `on_epoch_begin`: epoch e trains on the outliers mined for e.
+One dataset spans all epochs of a `fit` (Keras keeps its iterator across epochs when given
+`steps_per_epoch`). Its generator serves epoch e only once `set_outliers(e, ...)` has installed
+the outliers mined for e (the mining callback's `on_epoch_begin`): a distributed iterator, which
+starts prefetching as soon as it exists, waits for them instead of reading stale ones.
 All randomness (order, augmentation) is a function of (seed, epoch), so a resumed run sees
 exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -32,8 +34,10 @@ class TrainingFeed:
         self.steps_per_epoch = len(data.x_train) // in_batch  # static shapes for XLA
         if self.steps_per_epoch == 0:
             raise ValueError(f"in-distribution training set smaller than one batch ({in_batch})")
-        self.epoch = 0
+        self.epoch = -1
         self.outliers: np.ndarray | None = None
+        self.installed = threading.Condition()
+        self.closed = False
 
     @property
     def outliers_per_epoch(self) -> int:
@@ -41,12 +45,30 @@ class TrainingFeed:
 
     def set_outliers(self, epoch: int, outliers: np.ndarray) -> None:
         """Installs the uint8 [n, 32, 32, 3] outliers that epoch `epoch` trains on."""
-        self.epoch, self.outliers = epoch, outliers
+        with self.installed:
+            self.epoch, self.outliers = epoch, outliers
+            self.installed.notify_all()
 
-    def _batches(self):
-        epoch, outliers = self.epoch, self.outliers
-        if outliers is None:
-            raise RuntimeError("no outliers installed: mining must run before each epoch")
+    def close(self) -> None:
+        """Ends a generator still waiting for outliers (training stopped early)."""
+        with self.installed:
+            self.closed = True
+            self.installed.notify_all()
+
+    def _wait_for(self, epoch: int) -> np.ndarray | None:
+        with self.installed:
+            while self.epoch != epoch and not self.closed:
+                self.installed.wait(timeout=1.0)
+            return None if self.closed else self.outliers
+
+    def _batches(self, epochs: range):
+        for epoch in epochs:
+            outliers = self._wait_for(epoch)
+            if outliers is None:
+                return
+            yield from self._epoch_batches(epoch, outliers)
+
+    def _epoch_batches(self, epoch: int, outliers: np.ndarray):
         rng = np.random.default_rng(seed_for(self.seed, epoch, 0))
         in_order = rng.permutation(len(self.data.x_train))
         repeats = -(-self.outliers_per_epoch // len(outliers))
@@ -57,7 +79,15 @@ class TrainingFeed:
             aug_seed = seed_for(self.seed, epoch, 1, step)
             yield self.data.x_train[i], self.data.y_train[i], outliers[o], aug_seed
 
-    def dataset(self) -> tf.data.Dataset:
+    def dataset(
+        self, epochs: range, replicas: int = 1, local: range | None = None
+    ) -> tf.data.Dataset:
+        """(x_in, y_in, x_out) batches of `epochs`, each epoch's once its outliers are
+        installed; `steps_per_epoch` batches per epoch. With `replicas` > 1, every global batch is
+        cut into one share per replica and the shares of the replicas in `local` (this
+        worker's) follow each other: replica r gets the r-th share of the in-distribution
+        batch and of each half of the outlier batch (the half left clean and the half its
+        train step attacks), so N replicas see exactly the batch one device sees."""
         signature = (
             tf.TensorSpec((self.in_batch, 32, 32, 3), tf.uint8),
             tf.TensorSpec((self.in_batch,), tf.int64),
@@ -72,9 +102,28 @@ class TrainingFeed:
                 x_in = random_crop_flip(x_in, aug_seed)
             return x_in, y_in, to_unit_float(x_out)
 
-        ds = tf.data.Dataset.from_generator(self._batches, output_signature=signature)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch))
-        return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+        ds = tf.data.Dataset.from_generator(
+            lambda: self._batches(epochs), output_signature=signature
+        )
+        ds = ds.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch * len(epochs)))
+        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        if replicas > 1:
+            local = local if local is not None else range(replicas)
+
+            def shares(x_in, y_in, x_out):
+                def cut(t):
+                    return tf.reshape(t, [replicas, -1, *t.shape[1:]])[local.start : local.stop]
+
+                half = self.out_batch // 2
+                return cut(x_in), cut(y_in), tf.concat([cut(x_out[:half]), cut(x_out[half:])], 1)
+
+            ds = ds.map(shares).unbatch()
+            ds = ds.apply(
+                tf.data.experimental.assert_cardinality(
+                    self.steps_per_epoch * len(epochs) * len(local)
+                )
+            )
+        return ds.prefetch(2)
 
 
 def test_dataset(data: InDistributionData, batch_size: int = 256) -> tf.data.Dataset:

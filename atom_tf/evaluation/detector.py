@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from atom_tf.batching import map_batches
 from atom_tf.data import InDistributionData, load_in_distribution
+from atom_tf.distribution import across_replicas, is_chief, precision_policy
 from atom_tf.errors import InvalidConfigError
 from atom_tf.evaluation.metrics import threshold_at_tpr
 from atom_tf.evaluation.scorers import Scorer, default_scorer, get_scorer
@@ -42,20 +43,22 @@ class Detector:
     scorer: Scorer
     threshold: float | None = None
     batch_size: int = 256
+    strategy: tf.distribute.Strategy | None = None  # every batch split over its replicas
 
     def __post_init__(self) -> None:
         self._score = tf.function(
             lambda x: self.scorer.score(self.logits, x, self.num_classes), reduce_retracing=True
         )
-        self._logits = tf.function(self.logits, reduce_retracing=True)
+        self._classify = tf.function(
+            lambda x: tf.argmax(self.logits(x)[:, : self.num_classes], -1), reduce_retracing=True
+        )
 
     def logits(self, images: tf.Tensor) -> tf.Tensor:
         return self.network(images, training=False)
 
     def _batched(self, fn, images: np.ndarray) -> np.ndarray:
-        return map_batches(
-            lambda batch, _: fn(tf.constant(batch)).numpy(), as_unit_float(images), self.batch_size
-        )
+        shares = across_replicas(self.strategy, fn)
+        return map_batches(lambda batch, _: shares(batch), as_unit_float(images), self.batch_size)
 
     def score(self, images: np.ndarray) -> np.ndarray:
         """Detection scores, higher = more in-distribution."""
@@ -63,9 +66,7 @@ class Detector:
 
     def classify(self, images: np.ndarray) -> np.ndarray:
         """Semantic label: argmax over the first K classes."""
-        return self._batched(
-            lambda x: tf.argmax(self._logits(x)[:, : self.num_classes], -1), images
-        )
+        return self._batched(self._classify, images)
 
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(accepted as in-distribution, class label) per image."""
@@ -82,15 +83,20 @@ class Detector:
 
 
 def load_network(
-    run_dir: str, overrides: dict | None = None
+    run_dir: str, overrides: dict | None = None, strategy: tf.distribute.Strategy | None = None
 ) -> tuple[keras.Model, dict, InDistributionData]:
-    """The trained network of a run (final weights, else its latest checkpoint)."""
+    """The trained network of a run (final weights, else its latest checkpoint), its variables
+    created under `strategy` when given."""
     config = {**load_run_config(run_dir), **(overrides or {})}
     method = get_method(config["method"])
     data = load_in_distribution(
         config["dataset"], config.get("data_dir") or None, config.get("download", True)
     )
-    network = build_model(config["model"], method.num_outputs(data.num_classes), data.normalization)
+    scope = (strategy or tf.distribute.get_strategy()).scope()
+    with scope, precision_policy(config.get("precision", "float32")):
+        network = build_model(
+            config["model"], method.num_outputs(data.num_classes), data.normalization
+        )
     final = os.path.join(run_dir, "network.weights.h5")
     if os.path.exists(final):
         load_weights_checked(network, final)
@@ -120,22 +126,26 @@ def load_run(
     scorer: str | None = None,
     recompute_threshold: bool = False,
     overrides: dict | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[Detector, dict, InDistributionData]:
-    """The detector of a run, its configuration and its in-distribution data."""
-    network, config, data = load_network(run_dir, overrides)
+    """The detector of a run, its configuration and its in-distribution data; with a
+    `strategy`, its batches are split over the replicas."""
+    network, config, data = load_network(run_dir, overrides, strategy)
     name = scorer or default_scorer(get_method(config["method"]).kplus1)
     chosen = get_scorer(name)
     if chosen.kplus1_only and not get_method(config["method"]).kplus1:
         raise InvalidConfigError(
             f"scorer {name!r} needs a K+1 model; {config['method']!r} is K-way"
         )
-    detector = Detector(network, data.num_classes, chosen)
+    detector = Detector(network, data.num_classes, chosen, strategy=strategy)
     path = os.path.join(run_dir, f"threshold_{name}.json")
     if os.path.exists(path) and not recompute_threshold:
         with open(path) as f:
             detector.threshold = float(json.load(f)["threshold"])
     else:
         detector.calibrate(data.x_test)
+        if strategy is not None and not is_chief(strategy):
+            return detector, config, data
         with open(path, "w") as f:
             json.dump({"threshold": detector.threshold, "tpr": 0.95, "scorer": name}, f)
     return detector, config, data

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import time
 
 import numpy as np
+import tensorflow as tf
 
 from atom_tf.data.ood_sets import load_ood_set, ood_set_label
+from atom_tf.distribution import is_chief
 from atom_tf.evaluation.detector import Detector, as_unit_float, load_run
 from atom_tf.evaluation.metrics import detection_metrics, end_to_end_accuracy
 from atom_tf.evaluation.threats import AttackSettings, ThreatContext, get_threat
@@ -76,6 +79,7 @@ def ood_scores(
         seed=settings.seed,
         verbose=verbose,
         shared={} if shared is None else shared,
+        strategy=detector.strategy,
     )
     shown = get_threat(threat)(as_unit_float(images), ctx)
     return detector.score(shown), ctx.records
@@ -90,11 +94,17 @@ def evaluate(
     ood_dir: str | None = None,
     overrides: dict | None = None,
     verbose: bool = True,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> dict:
-    """Runs the evaluation; returns (and writes) every number with the exact settings."""
+    """Runs the evaluation; returns (and writes) every number with the exact settings. With a
+    `strategy`, attacks and scoring are split over its replicas (and workers: only the chief
+    writes `results_dir`; the others write to a temporary folder)."""
     for threat in settings.threats:
         get_threat(threat)  # unknown names fail before any work
-    detector, config, data = load_run(run_dir, settings.scorer, overrides=overrides)
+    detector, config, data = load_run(run_dir, settings.scorer, overrides=overrides,
+                                      strategy=strategy)  # fmt: skip
+    if strategy is not None and not is_chief(strategy):
+        results_dir, verbose = tempfile.mkdtemp(prefix="atom_tf_worker_eval_"), False
     scorer_name = detector.scorer.name
     identity = {**settings.identity(), "scorer": scorer_name, "run": os.path.abspath(run_dir)}
     _prepare_results_dir(results_dir, identity, overwrite)

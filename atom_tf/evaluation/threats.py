@@ -18,9 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from atom_tf.batching import map_batches
+from atom_tf.distribution import across_replicas
 from atom_tf.evaluation.scorers import LogitsFn, Scorer
 from atom_tf.registry import Registry
-from atom_tf.training.pgd import pgd_attack
+from atom_tf.training.pgd import pgd_attack, random_start_noise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +45,9 @@ class ThreatContext:
     num_classes: int
     attack: AttackSettings
     score_fn: Callable[[np.ndarray], np.ndarray]  # batched detection scores of float images
-    batch_size: int = 256
+    batch_size: int = 256  # images per attack batch, split over the strategy's replicas
     jit_compile: bool = False
+    strategy: tf.distribute.Strategy | None = None  # attacks split over its replicas
     seed: int = 0
     verbose: bool = True
     records: dict = dataclasses.field(default_factory=dict)  # per-image extras a threat reports
@@ -91,16 +93,20 @@ def make_linf_attack(ctx: ThreatContext) -> Callable[[np.ndarray, int], np.ndarr
     settings = ctx.attack
 
     @tf.function(jit_compile=ctx.jit_compile, reduce_retracing=True)
-    def attack(images, seed):
+    def attack(images, noise):  # noise [batch, restarts, ...]: it is split with the images
         adversarial, _ = pgd_attack(
             ctx.logits_fn, images, objective, epsilon=settings.epsilon, steps=settings.steps,
-            step_size=settings.step_size, seed=seed, restarts=settings.restarts,
+            step_size=settings.step_size, seed=tf.zeros(2, tf.int64), restarts=settings.restarts,
+            start_noise=tf.transpose(noise, [1, 0, 2, 3, 4]),
         )  # fmt: skip
         return adversarial
 
+    attack_shares = across_replicas(ctx.strategy, attack)
+
     def run(batch: np.ndarray, index: int) -> np.ndarray:
         seed = tf.constant([ctx.seed, index], tf.int64)
-        return attack(tf.constant(batch), seed).numpy()
+        noise = random_start_noise(seed, batch.shape, settings.epsilon, settings.restarts)
+        return attack_shares(batch, np.transpose(noise.numpy(), (1, 0, 2, 3, 4)))
 
     return run
 

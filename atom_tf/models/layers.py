@@ -70,25 +70,42 @@ class FusedBatchNorm(layers.Layer):
         shape = (input_shape[-1],)
         self.gamma = self.add_weight(shape=shape, name="gamma", initializer="ones", autocast=False)
         self.beta = self.add_weight(shape=shape, name="beta", initializer="zeros", autocast=False)
-        self.moving_mean = self.add_weight(
-            shape=shape, name="moving_mean", initializer="zeros", trainable=False, autocast=False
-        )
-        self.moving_variance = self.add_weight(
-            shape=shape, name="moving_variance", initializer="ones", trainable=False, autocast=False
-        )
+        for name, initializer in (("moving_mean", "zeros"), ("moving_variance", "ones")):
+            setattr(self, name, self.add_weight(
+                shape=shape, name=name, initializer=initializer, trainable=False, autocast=False,
+                aggregation="mean",  # replicas update it in sync (identical values)
+            ))  # fmt: skip
+
+    def _synchronized(self, inputs):
+        """Training mode over several replicas: the statistics of the global batch (summed
+        over replicas, two passes), so that N replicas train as one device does."""
+        context = tf.distribute.get_replica_context()
+        x = tf.cast(inputs, tf.float32)
+        axes = list(range(len(x.shape) - 1))
+        sum_op = tf.distribute.ReduceOp.SUM
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+        total, count = context.all_reduce(sum_op, [tf.reduce_sum(x, axes), count])
+        mean = total / count
+        variance = context.all_reduce(sum_op, tf.reduce_sum(tf.square(x - mean), axes)) / count
+        outputs = (x - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta
+        return tf.cast(outputs, inputs.dtype), mean, variance * count / tf.maximum(count - 1, 1)
 
     def call(self, inputs, training=None):
-        if training:
+        if not training:
+            scale = self.gamma * tf.math.rsqrt(self.moving_variance + self.epsilon)
+            offset = self.beta - self.moving_mean * scale
+            return inputs * tf.cast(scale, inputs.dtype) + tf.cast(offset, inputs.dtype)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            outputs, mean, variance = self._synchronized(inputs)
+        else:
             outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
                 inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True
             )  # `variance` is the unbiased batch variance
-            decay = 1.0 - self.momentum
-            self.moving_mean.assign_sub((self.moving_mean - mean) * decay)
-            self.moving_variance.assign_sub((self.moving_variance - variance) * decay)
-            return outputs
-        scale = self.gamma * tf.math.rsqrt(self.moving_variance + self.epsilon)
-        offset = self.beta - self.moving_mean * scale
-        return inputs * tf.cast(scale, inputs.dtype) + tf.cast(offset, inputs.dtype)
+        decay = 1.0 - self.momentum
+        self.moving_mean.assign_sub((self.moving_mean - mean) * decay)
+        self.moving_variance.assign_sub((self.moving_variance - variance) * decay)
+        return outputs
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -102,10 +119,17 @@ def bn_relu(x):
     return layers.ReLU()(x)
 
 
+def logits_layer(num_outputs: int) -> layers.Dense:
+    """The linear layer to the logits, float32 under mixed precision (the objectives, PGD and
+    the scorers work on float32 logits)."""
+    return layers.Dense(
+        num_outputs, kernel_initializer=dense_init(), bias_initializer="zeros", name="logits",
+        dtype="float32",
+    )  # fmt: skip
+
+
 def classifier_head(x, num_outputs: int):
     """BN-ReLU, global average pooling, linear layer to the logits."""
     x = bn_relu(x)
     x = layers.GlobalAveragePooling2D()(x)
-    return layers.Dense(
-        num_outputs, kernel_initializer=dense_init(), bias_initializer="zeros", name="logits"
-    )(x)
+    return logits_layer(num_outputs)(x)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from atom_tf.models.layers import bn_relu, conv, dense_init, inputs_32
+from atom_tf.models.layers import bn_relu, conv, inputs_32, logits_layer
 
 
 def small_cnn(num_outputs: int, normalization=None, width: int = 16) -> keras.Model:
@@ -18,5 +18,5 @@ def small_cnn(num_outputs: int, normalization=None, width: int = 16) -> keras.Mo
         if stage < 2:
             x = layers.MaxPooling2D(2)(x)
     x = layers.GlobalAveragePooling2D()(x)
-    logits = layers.Dense(num_outputs, kernel_initializer=dense_init(), name="logits")(x)
+    logits = logits_layer(num_outputs)(x)
     return keras.Model(inputs, logits, name="small_cnn")

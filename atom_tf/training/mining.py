@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import zlib
 from collections.abc import Callable, Iterator
 
 import keras
@@ -20,6 +21,7 @@ import tensorflow as tf
 from atom_tf.batching import map_batches
 from atom_tf.data.augment import random_crop_flip, seed_for
 from atom_tf.data.outlier_pools import OutlierPool
+from atom_tf.distribution import across_replicas
 from atom_tf.errors import InvalidConfigError
 from atom_tf.training.objectives import ood_probability
 
@@ -51,16 +53,25 @@ def mine_window(scores: np.ndarray, num_selected: int, quantile: float) -> np.nd
     return np.argsort(scores, kind="stable")[start : start + num_selected]
 
 
-def make_ood_scorer(model: keras.Model, batch_size: int = 512, jit_compile: bool = True) -> ScoreFn:
-    """Batched, compiled F(x)_{K+1} in inference mode; the last batch is padded (one trace)."""
+def make_ood_scorer(
+    model: keras.Model,
+    batch_size: int = 512,
+    jit_compile: bool = True,
+    strategy: tf.distribute.Strategy | None = None,
+) -> ScoreFn:
+    """Batched, compiled F(x)_{K+1} in inference mode; the last batch is padded (one trace).
+    With a `strategy`, each replica of every worker scores `batch_size` of each batch."""
 
     @tf.function(jit_compile=jit_compile, reduce_retracing=True)
     def score(images: tf.Tensor) -> tf.Tensor:
         x = tf.cast(images, tf.float32) / 255.0
         return ood_probability(model(x, training=False))
 
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    score_shares = across_replicas(strategy, score)
+
     def score_all(images: np.ndarray) -> np.ndarray:
-        return map_batches(lambda batch, _: score(batch).numpy(), images, batch_size)
+        return map_batches(lambda batch, _: score_shares(batch), images, batch_size * replicas)
 
     return score_all
 
@@ -72,6 +83,11 @@ class MiningResult:
     candidate_scores: np.ndarray | None  # [N] OOD scores (None for random selection)
     selected_scores: np.ndarray | None  # [n]
     seconds: float
+    positions: np.ndarray | None = None  # [n] the kept candidates' positions among the N
+
+    def digest(self) -> int:
+        """CRC-32 of the kept positions: equal digests, equal windows (across devices, runs)."""
+        return zlib.crc32(np.sort(self.positions).astype(np.int64).tobytes())
 
     def summary(self) -> dict[str, float]:
         """Per-epoch signals: the selected window's score range and the share of candidates
@@ -145,14 +161,16 @@ class OutlierMiner:
             rng = np.random.default_rng(seed_for(self.seed, epoch, 4))
             positions = rng.choice(self.num_candidates, self.num_selected, replace=False)
             images = self.select(epoch, positions)
-            return MiningResult(epoch, images, None, None, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            return MiningResult(epoch, images, None, None, seconds, positions)
         scores = np.empty(self.num_candidates, dtype=np.float32)
         for first, images in self.candidates(epoch):
             scores[first : first + len(images)] = score_fn(images)
         positions = mine_window(scores, self.num_selected, self.quantile)
         images = self.select(epoch, positions)
         selected = scores[np.sort(positions)]
-        return MiningResult(epoch, images, scores, selected, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        return MiningResult(epoch, images, scores, selected, seconds, positions)
 
 
 class MiningCallback(keras.callbacks.Callback):
@@ -176,7 +194,8 @@ class MiningCallback(keras.callbacks.Callback):
         result = self.miner.mine(epoch, self.score_fn)
         self.install(epoch, result.images)
         summary = {"epoch": epoch, **result.summary()}
-        self.history.append(summary)
+        digest = {} if result.positions is None else {"window_digest": result.digest()}
+        self.history.append({**summary, **digest})
         if self.writer is not None:
             with self.writer.as_default(step=epoch):
                 for key, value in summary.items():

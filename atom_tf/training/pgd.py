@@ -1,7 +1,7 @@
 """One L∞ PGD implementation, parameterised by its objective, for training and evaluation.
 
 PROTOCOL §2 and §5: random start in the ε-ball (rounded to whole 1/255 steps), steps along the
-sign of the gradient of the batch-mean objective, projection onto the ε-ball and [0,1] after
+sign of the gradient of the summed objective, projection onto the ε-ball and [0,1] after
 each step, and per sample the iterate with the highest objective seen (the clean input
 included) over all restarts.
 """
@@ -13,6 +13,19 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from atom_tf.training.objectives import Objective
+
+
+def random_start_noise(
+    seed: tf.Tensor, shape, epsilon: float, restarts: int = 1, quantize: bool = True
+) -> tf.Tensor:
+    """[restarts, *shape] uniform start offsets in [-ε, ε] (whole 1/255 steps if `quantize`).
+    Drawn for a whole batch, then cut into shares, they give replicas the starts that one
+    device draws."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=max(restarts, 1))
+    noise = tf.stack(
+        [tf.random.stateless_uniform(shape, seeds[r], -epsilon, epsilon) for r in range(restarts)]
+    )
+    return tf.round(noise * 255.0) / 255.0 if quantize else noise
 
 
 def pgd_attack(
@@ -28,13 +41,18 @@ def pgd_attack(
     random_start: bool = True,
     quantize_start: bool = True,
     unroll: bool = False,
+    start_noise: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Maximises `objective(logits_fn(x'))` over x' in {‖x' - x‖∞ ≤ ε} ∩ [0,1]^d.
 
     `logits_fn` should run the model in inference mode (batch-norm running statistics).
     `seed` is a shape-[2] integer tensor (stateless randomness: the same seed, the same attack).
     `unroll` unrolls the step loop in Python (best for few steps inside a compiled train step);
-    otherwise a `tf.while_loop` keeps graphs small for 40-100 steps.
+    otherwise a `tf.while_loop` keeps graphs small for 40-100 steps. `start_noise`
+    ([restarts, *images.shape], from `random_start_noise`) replaces the starts drawn from `seed`.
+    The step follows the gradient of the *summed* objective: inputs are independent in
+    inference mode, so each sample's sign step is the same as with the mean, and float16
+    gradients (mixed precision) stay clear of underflow.
     Returns the adversarial images and their per-sample objective (never below the clean one).
     """
     images = tf.convert_to_tensor(images, tf.float32)
@@ -49,7 +67,7 @@ def pgd_attack(
         with tf.GradientTape() as tape:
             tape.watch(x)
             current = value(x)
-            loss = tf.reduce_mean(current)
+            loss = tf.reduce_sum(current)
         grad = tape.gradient(loss, x)
         return current, tf.clip_by_value(x + step_size * tf.sign(grad), lower, upper)
 
@@ -58,14 +76,12 @@ def pgd_attack(
         return tf.where(better[:, None, None, None], x, best_x), tf.where(better, v, best_v)
 
     best_x, best_v = images, value(images)
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=max(restarts, 1))
+    if random_start and start_noise is None:
+        start_noise = random_start_noise(seed, tf.shape(images), epsilon, restarts, quantize_start)
     for restart in range(restarts):
         x = images
         if random_start:
-            noise = tf.random.stateless_uniform(tf.shape(images), seeds[restart], -epsilon, epsilon)
-            if quantize_start:
-                noise = tf.round(noise * 255.0) / 255.0
-            x = tf.clip_by_value(images + noise, lower, upper)
+            x = tf.clip_by_value(images + start_noise[restart], lower, upper)
         if unroll:
             for _ in range(steps):
                 v, x_next = step(x)

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from atom_tf.training.methods import Method
 from atom_tf.training.objectives import kplus1_ce, label_ce
-from atom_tf.training.pgd import pgd_attack
+from atom_tf.training.pgd import pgd_attack, random_start_noise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +25,14 @@ class AttackConfig:
     epsilon: float = 8 / 255
     steps: int = 5
     step_size: float = 2 / 255
+
+
+def _logs(values: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """A step's logs. Keras reduces them over MultiWorkerMirroredStrategy's replicas with
+    `reduce("MEAN", axis=0)`, which fails on scalars: there they go as shape [1]."""
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return {name: tf.reshape(value, [1]) for name, value in values.items()}
+    return values
 
 
 class RobustOODModel(keras.Model):
@@ -51,6 +59,15 @@ class RobustOODModel(keras.Model):
     def call(self, images, training=False):
         return self.network(images, training=training)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras reads a batch to build a model created under a distribution strategy. Built
+        models skip it: the peek would take a training batch before epoch 1 is mined (and it
+        fails on MultiWorkerMirroredStrategy's per-replica values)."""
+        optimizer_built = self.optimizer is None or self.optimizer.built
+        if all(layer.built for layer in self._flatten_layers()) and optimizer_built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     @property
     def metrics(self):
         return list(self.trackers.values())
@@ -67,15 +84,29 @@ class RobustOODModel(keras.Model):
         seed = tf.stack(
             [tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
         )
+        # Random starts drawn for the global batch, this replica taking its share: N replicas
+        # attack exactly as one device does (the feed gives each replica its share of both
+        # halves of the outlier batch).
+        targets = outliers[half:]
+        share = tf.shape(targets)[0]
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        noise = random_start_noise(
+            seed, tf.concat([[share * replicas], tf.shape(targets)[1:]], 0), self.attack.epsilon
+        )
+        if replicas > 1:
+            first = tf.cast(context.replica_id_in_sync_group, tf.int32) * share
+            noise = noise[:, first : first + share]
         attacked, _ = pgd_attack(
             lambda x: self.network(x, training=False),
-            outliers[half:],
+            targets,
             kplus1_ce,
             epsilon=self.attack.epsilon,
             steps=self.attack.steps,
             step_size=self.attack.step_size,
             seed=seed,
             unroll=True,
+            start_noise=noise,
         )
         return tf.concat([outliers[:half], attacked], axis=0)
 
@@ -92,9 +123,13 @@ class RobustOODModel(keras.Model):
             out_loss = tf.reduce_mean(self.method.outlier_loss(out_logits))
             loss = in_loss + self.method.outlier_weight * out_loss
             # Gradients are summed over replicas: scale so their sum is the global mean.
-            replica_loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
-        grads = tape.gradient(replica_loss, variables)
-        grads = [g + self.weight_decay * v for g, v in zip(grads, variables, strict=True)]
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled_loss = self.optimizer.scale_loss(loss / replicas)  # mixed_float16: × scale
+        grads = tape.gradient(scaled_loss, variables)
+        # Weight decay joins the still-scaled per-replica gradients (summed over replicas, then
+        # unscaled by apply()).
+        decay = self.weight_decay * getattr(self.optimizer, "dynamic_scale", 1.0) / replicas
+        grads = [g + decay * v for g, v in zip(grads, variables, strict=True)]
         self.optimizer.apply(grads, variables)
         self.trackers["loss"].update_state(loss)
         self.trackers["in_loss"].update_state(in_loss)
@@ -103,7 +138,7 @@ class RobustOODModel(keras.Model):
         if self.method.kplus1:
             is_ood = tf.equal(tf.argmax(out_logits, axis=-1), self.num_classes)
             self.trackers["out_accuracy"].update_state(tf.cast(is_ood, tf.float32))
-        return {name: t.result() for name, t in self.trackers.items()}
+        return _logs({name: t.result() for name, t in self.trackers.items()})
 
     def test_step(self, data):
         images, labels = data
@@ -112,4 +147,4 @@ class RobustOODModel(keras.Model):
             tf.reduce_mean(label_ce(logits[:, : self.num_classes], labels))
         )
         self.trackers["in_accuracy"].update_state(self._in_accuracy(logits, labels))
-        return {n: self.trackers[n].result() for n in ("in_loss", "in_accuracy")}
+        return _logs({n: self.trackers[n].result() for n in ("in_loss", "in_accuracy")})

@@ -11,6 +11,8 @@ import dataclasses
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 
 import keras
@@ -19,12 +21,23 @@ import tensorflow as tf
 
 from atom_tf.data import load_in_distribution, load_pool
 from atom_tf.data.pipeline import TrainingFeed, test_dataset
+from atom_tf.distribution import (
+    PRECISIONS,
+    ReplicaLayout,
+    check_divisible,
+    describe_strategy,
+    is_chief,
+    precision_policy,
+    replica_layout,
+)
 from atom_tf.errors import InvalidConfigError, NonFiniteLossError
 from atom_tf.models import build_model
 from atom_tf.training.checkpoint import CheckpointManager, check_run_config
 from atom_tf.training.methods import get_method
 from atom_tf.training.mining import MiningCallback, OutlierMiner, make_ood_scorer, validate_mining
 from atom_tf.training.train_step import AttackConfig, RobustOODModel
+
+ADDED_LATER = {"precision": "float32"}  # fields left out of config.json at their default
 
 
 @dataclasses.dataclass
@@ -56,10 +69,14 @@ class TrainConfig:
     download: bool = True
     jit_compile: bool | None = None  # None: XLA on accelerators, off on CPU (measured faster)
     deterministic: bool = False
+    precision: str = "float32"  # or mixed_bfloat16 / mixed_float16 (Keras mixed precision)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["lr_decay_epochs"] = list(self.lr_decay_epochs)
+        for name, default in ADDED_LATER.items():  # runs written before these stay resumable
+            if d[name] == default:
+                del d[name]
         return d
 
     @classmethod
@@ -93,6 +110,10 @@ def validate_config(config: TrainConfig) -> None:
     get_method(config.method)
     if config.mining not in ("", "window", "random"):
         raise InvalidConfigError(f"--mining must be 'window' or 'random', not {config.mining!r}")
+    if config.precision not in PRECISIONS:
+        raise InvalidConfigError(
+            f"--precision must be one of {', '.join(PRECISIONS)}, not {config.precision!r}"
+        )
     for name in ("epochs", "in_batch", "out_batch"):
         if getattr(config, name) <= 0:
             raise InvalidConfigError(f"--{name} must be positive (got {getattr(config, name)})")
@@ -158,7 +179,10 @@ def build_training(config: TrainConfig):
     data = load_in_distribution(config.dataset, config.data_dir or None, config.download)
     feed = TrainingFeed(data, config.in_batch, config.out_batch, config.seed)
     keras.utils.set_random_seed(config.seed)
-    network = build_model(config.model, method.num_outputs(data.num_classes), data.normalization)
+    with precision_policy(config.precision):
+        network = build_model(
+            config.model, method.num_outputs(data.num_classes), data.normalization
+        )
     attack = AttackConfig(config.epsilon, config.attack_steps, config.attack_step_size)
     model = RobustOODModel(
         network, method, data.num_classes, config.weight_decay, attack, config.seed
@@ -168,6 +192,8 @@ def build_training(config: TrainConfig):
         momentum=config.momentum,
         nesterov=True,
     )
+    if config.precision == "mixed_float16":  # dynamic loss scaling against float16 underflow
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, jit_compile=resolve_jit_compile(config.jit_compile))
     model.build((None, 32, 32, 3))
     optimizer.build(model.trainable_variables)
@@ -192,11 +218,13 @@ def describe_run(
         mining = f"window q = {miner.quantile:g} of N = {miner.num_candidates:,} candidates"
     else:
         mining = f"random from N = {miner.num_candidates:,} candidates"
+    # natural_patches draws crops at random: its length is a virtual 2**40
+    pool_size = f"{len(miner.pool):,} images" if len(miner.pool) < 2**40 else "random crops"
     return (
         f"training {config.method} on {data.name} ({len(data.x_train):,} train / "
         f"{len(data.x_test):,} test images, {data.num_classes} classes) with "
         f"{config.model} ({model.network.count_params():,} parameters); outliers: "
-        f"{miner.pool.name} ({len(miner.pool):,} images), n = {miner.num_selected:,} per epoch "
+        f"{miner.pool.name} ({pool_size}), n = {miner.num_selected:,} per epoch "
         f"by {mining}; batches {config.in_batch} + {config.out_batch}, {config.epochs} epochs; "
         f"run folder {run_dir}"
     )
@@ -208,17 +236,34 @@ def train(
     overwrite: bool = False,
     verbose: int = 1,
     flags_text: str | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> dict:
     """Trains (or resumes) a run in `run_dir`; returns the final summary. `flags_text` (the
-    resolved command-line flags) is saved as run_dir/flags.txt once the run is set up."""
+    resolved command-line flags) is saved as run_dir/flags.txt once the run is set up.
+
+    With a `strategy` (atom_tf.distribution.make_strategy) every replica of every worker
+    trains on its share of each batch and mines its share of the candidates, with the result
+    of one device. Only the chief writes to `run_dir`; the other workers write to a
+    temporary folder (removed at the end) and resume from the chief's checkpoints, so
+    `run_dir` must be on storage every worker sees."""
     validate_config(config)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    data, feed, model, method = build_training(config)
+    strategy = strategy or tf.distribute.get_strategy()
+    layout = replica_layout(strategy)
+    check_divisible(
+        {"--in_batch": config.in_batch, "--out_batch / 2": config.out_batch // 2},
+        layout.num_replicas,
+    )
+    chief = is_chief(strategy)
+    write_dir = run_dir if chief else tempfile.mkdtemp(prefix="atom_tf_worker_")
+    verbose = verbose if chief else 0
+    with strategy.scope():
+        data, feed, model, method = build_training(config)
     miner = build_miner(config, method, data, feed)
-    check_run_config(run_dir, config.to_json(), overwrite)  # only once everything could be built
+    check_run_config(write_dir, config.to_json(), overwrite)  # once everything could be built
     if flags_text is not None:
-        with open(os.path.join(run_dir, "flags.txt"), "w") as f:
+        with open(os.path.join(write_dir, "flags.txt"), "w") as f:
             f.write(flags_text)
     checkpoints = CheckpointManager(run_dir)
     last = checkpoints.restore(model, model.optimizer)
@@ -231,33 +276,56 @@ def train(
             return json.load(f)
     if verbose:
         print(describe_run(config, data, model, miner, run_dir), flush=True)
+        if layout.num_replicas > 1 or not isinstance(strategy, type(tf.distribute.get_strategy())):
+            batches = {"in": config.in_batch, "out": config.out_batch}
+            print(describe_strategy(strategy, batches), flush=True)
     if last is not None and verbose:
         print(f"resuming {run_dir} after epoch {last + 1} of {config.epochs}", flush=True)
     jit = resolve_jit_compile(config.jit_compile)
-    score_fn = make_ood_scorer(model.network, jit_compile=jit) if method.kplus1 else None
-    log_dir = os.path.join(run_dir, "logs")
+    score_fn = (
+        make_ood_scorer(model.network, jit_compile=jit, strategy=strategy)
+        if method.kplus1
+        else None
+    )
+    log_dir = os.path.join(write_dir, "logs")
     mining = MiningCallback(
         miner, feed.set_outliers, score_fn, os.path.join(log_dir, "mining"), verbose > 0
     )
     callbacks = [
         mining,
         NonFiniteLossGuard(checkpoints),
-        EpochCheckpoint(checkpoints, run_dir, mining),
+        EpochCheckpoint(CheckpointManager(write_dir), write_dir, mining),
         keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False),
     ]
     start = time.perf_counter()
     if initial_epoch < config.epochs:
-        model.fit(
-            feed.dataset(),
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            validation_data=test_dataset(data),
-            callbacks=callbacks,
-            verbose=verbose,
-            shuffle=False,  # the feed shuffles, reproducibly from (seed, epoch)
-        )
+        epochs = range(initial_epoch, config.epochs)
+        if layout.num_replicas > 1:
+
+            def worker_batches(context: tf.distribute.InputContext) -> tf.data.Dataset:
+                worker = ReplicaLayout(
+                    layout.num_replicas, context.num_input_pipelines, context.input_pipeline_id
+                )
+                return feed.dataset(epochs, layout.num_replicas, worker.local)
+
+            batches = strategy.distribute_datasets_from_function(worker_batches)
+        else:
+            batches = feed.dataset(epochs)
+        try:
+            model.fit(
+                batches,
+                epochs=config.epochs,
+                steps_per_epoch=feed.steps_per_epoch,
+                initial_epoch=initial_epoch,
+                validation_data=test_dataset(data),
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,  # the feed shuffles, reproducibly from (seed, epoch)
+            )
+        finally:
+            feed.close()
     results = model.evaluate(test_dataset(data), verbose=0, return_dict=True)
-    model.network.save_weights(os.path.join(run_dir, "network.weights.h5"))
+    model.network.save_weights(os.path.join(write_dir, "network.weights.h5"))
     summary = {
         "test_accuracy": float(results["in_accuracy"]),
         "epochs": config.epochs,
@@ -265,6 +333,8 @@ def train(
         "train_seconds": time.perf_counter() - start,
         "mining": mining.history,
     }
-    with open(summary_path, "w") as f:
+    with open(os.path.join(write_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    if not chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
     return summary

@@ -1,0 +1,92 @@
+"""Timing helpers shared by the benchmarks (no flags: each script passes its settings)."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from atom_tf.distribution import precision_policy
+from atom_tf.evaluation.scorers import get_scorer
+from atom_tf.evaluation.threats import AttackSettings, ThreatContext, make_linf_attack
+from atom_tf.models import build_model
+from atom_tf.training.methods import get_method
+from atom_tf.training.mining import make_ood_scorer
+from atom_tf.training.train_step import RobustOODModel
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    tf.matmul(a, b).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        c = tf.matmul(a, b)
+    c.numpy()
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def network(model: str, precision: str = "float32", num_outputs: int = 11) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    with precision_policy(precision):
+        return build_model(model, num_outputs)
+
+
+def train_step_seconds(
+    model: str, method: str, jit: bool, steps: int, precision: str = "float32",
+    in_batch: int = 64, out_batch: int = 128,
+) -> float:  # fmt: skip
+    """Median seconds of one training step (in_batch + out_batch; ATOM: PGD-5 on half the
+    outliers), timed between batch ends inside one fit call after a compiling warm-up step."""
+    m = get_method(method)
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model_ = RobustOODModel(network(model, precision, m.num_outputs(10)), m, 10)
+    model_.compile(optimizer=optimizer, jit_compile=jit)
+    rng = np.random.default_rng(0)
+    batch = (
+        rng.random((in_batch, 32, 32, 3), np.float32),
+        rng.integers(0, 10, in_batch),
+        rng.random((out_batch, 32, 32, 3), np.float32),
+    )
+    stamps: list[float] = []
+    timer = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs=None: stamps.append(time.perf_counter())
+    )
+    data = tf.data.Dataset.from_tensors(batch).repeat()
+    model_.fit(data, epochs=1, steps_per_epoch=steps + 1, verbose=0, callbacks=[timer])
+    return float(np.median(np.diff(stamps)))
+
+
+def scoring_rate(
+    model: str, images: int, jit: bool, precision: str = "float32", batch_size: int = 512
+) -> float:
+    """Mining's candidates scored per second (inference, after a warm-up batch)."""
+    score = make_ood_scorer(network(model, precision), batch_size=batch_size, jit_compile=jit)
+    pixels = np.random.default_rng(0).integers(0, 256, (images, 32, 32, 3), dtype=np.uint8)
+    score(pixels[:batch_size])
+    start = time.perf_counter()
+    score(pixels)
+    return images / (time.perf_counter() - start)
+
+
+def linf_attack_rate(
+    model: str, jit: bool, batch_size: int, batches: int, steps: int = 40,
+    precision: str = "float32",
+) -> float:  # fmt: skip
+    """OOD images per second of the evaluation's L∞ PGD (one restart), after a warm-up batch."""
+    net = network(model, precision)
+    ctx = ThreatContext(
+        logits_fn=lambda x: net(x, training=False), scorer=get_scorer("kplus1"), num_classes=10,
+        attack=AttackSettings(steps=steps), score_fn=None, batch_size=batch_size, jit_compile=jit,
+    )  # fmt: skip
+    attack = make_linf_attack(ctx)
+    images = np.random.default_rng(0).random((batch_size, 32, 32, 3), dtype=np.float32)
+    attack(images, 0)
+    start = time.perf_counter()
+    for index in range(batches):
+        attack(images, index + 1)
+    return batches * batch_size / (time.perf_counter() - start)
