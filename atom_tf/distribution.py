@@ -143,8 +143,8 @@ def make_strategy(kind: str = "auto", tpu: str = "", wait_seconds: float = 45.0)
     """The `tf.distribute` strategy for `--distribution=kind`.
 
     auto: a TPU when one is attached (`--tpu`, `TPU_NAME` or a TPU VM), multi_worker when
-    `TF_CONFIG` names more than one task, all local GPUs mirrored (one GPU: that device), else
-    the default single device.
+    `TF_CONFIG` names more than one task, all local GPUs mirrored when there are several, else
+    TensorFlow's default strategy (one device, no distribution overhead).
     """
     if kind not in DISTRIBUTIONS:
         raise InvalidConfigError(
@@ -156,9 +156,10 @@ def make_strategy(kind: str = "auto", tpu: str = "", wait_seconds: float = 45.0)
             kind = "tpu"
         elif tf_config and sum(map(len, parse_tf_config(tf_config)[0].values())) > 1:
             kind = "multi_worker"
-        else:
-            gpus = tf.config.list_logical_devices("GPU")
-            kind = "mirrored" if len(gpus) > 1 else "one_device"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            kind = "mirrored"
+        else:  # TensorFlow's default placement on the one device (its GPU if it has one)
+            return tf.distribute.get_strategy()
     if kind == "tpu":
         return _tpu_strategy(tpu, wait_seconds)
     if kind == "multi_worker":
@@ -227,17 +228,22 @@ def is_chief_task() -> bool:
 def describe_strategy(strategy: tf.distribute.Strategy, batches: dict[str, int]) -> str:
     """One line: strategy, replicas, this worker's devices and the per-replica batch sizes."""
     layout = replica_layout(strategy)
-    devices = list(getattr(strategy.extended, "worker_devices", ()))
-    if not devices:
-        devices = ["/cpu:0"]
+    try:
+        devices = list(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy: TensorFlow's own placement
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [gpus[0].name if gpus else "/device:CPU:0"]
     names = ", ".join(d.rsplit("/", 1)[-1].replace("device:", "") for d in devices)
     per_replica = ", ".join(
         f"{name} {size} ({size // layout.num_replicas} per replica)"
         for name, size in batches.items()
     )
     workers = f" on {layout.num_workers} workers" if layout.num_workers > 1 else ""
+    name = type(strategy).__name__
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        name = "one device"
     return (
-        f"distribution: {type(strategy).__name__}, {layout.num_replicas} replica(s){workers}; "
+        f"distribution: {name}, {layout.num_replicas} replica(s){workers}; "
         f"this worker: {names}; global batches {per_replica}"
     )
 

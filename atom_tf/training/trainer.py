@@ -276,9 +276,8 @@ def train(
             return json.load(f)
     if verbose:
         print(describe_run(config, data, model, miner, run_dir), flush=True)
-        if layout.num_replicas > 1 or not isinstance(strategy, type(tf.distribute.get_strategy())):
-            batches = {"in": config.in_batch, "out": config.out_batch}
-            print(describe_strategy(strategy, batches), flush=True)
+        batches = {"in": config.in_batch, "out": config.out_batch}
+        print(describe_strategy(strategy, batches), flush=True)
     if last is not None and verbose:
         print(f"resuming {run_dir} after epoch {last + 1} of {config.epochs}", flush=True)
     jit = resolve_jit_compile(config.jit_compile)
