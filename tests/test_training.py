@@ -43,6 +43,10 @@ def test_a_different_configuration_is_refused_unless_overwrite(tmp_path):
     summary = train(TrainConfig(method="oe", **{**FAST, "epochs": 1, "seed": 4}), str(tmp_path),
                     overwrite=True, verbose=0)  # fmt: skip
     assert summary["resumed_from_epoch"] == 0
+    # OE selects at random: the window quantile cannot change its result, the run is the same
+    same = train(TrainConfig(method="oe", **{**FAST, "epochs": 1, "seed": 4, "quantile": 0.5}),
+                 str(tmp_path), verbose=0)  # fmt: skip
+    assert same == summary
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -128,11 +129,17 @@ def lock_directory(directory: str) -> None:
 
 
 def claim_directory(
-    directory: str, record: str, identity: dict, overwrite: bool, flag: str
+    directory: str,
+    record: str,
+    identity: dict,
+    overwrite: bool,
+    flag: str,
+    canonical: Callable[[dict], dict] | None = None,
 ) -> None:
     """Refuses a directory that another process works in, or whose `record` file holds a
     different identity (one line naming what differs); `overwrite` clears the directory first.
-    Then records `identity` there and holds the directory until this process ends."""
+    Then records `identity` there and holds the directory until this process ends.
+    `canonical` maps a record to what decides the result (both sides are compared through it)."""
     path = os.path.join(directory, record)
     lock_directory(directory)
     if os.path.exists(path):
@@ -141,10 +148,9 @@ def claim_directory(
         if overwrite:
             shutil.rmtree(directory)
             lock_directory(directory)
-        elif previous != identity:
-            changed = sorted(
-                k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k)
-            )
+        elif (canonical or dict)(previous) != (canonical or dict)(identity):
+            before, after = (canonical or dict)(previous), (canonical or dict)(identity)
+            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
             raise InvalidConfigError(
                 f"{directory} holds work done with other settings ({', '.join(changed)} differ); "
                 f"pass --overwrite to replace it or choose another {flag}"
@@ -155,9 +161,11 @@ def claim_directory(
     _atomic_write(path, json.dumps(identity, indent=2, sort_keys=True))
 
 
-def check_run_config(run_dir: str, config: dict, overwrite: bool) -> None:
+def check_run_config(
+    run_dir: str, config: dict, overwrite: bool, canonical: Callable[[dict], dict] | None = None
+) -> None:
     """A training run directory: config.json must match (or --overwrite starts afresh)."""
-    claim_directory(run_dir, "config.json", config, overwrite, "--output_dir")
+    claim_directory(run_dir, "config.json", config, overwrite, "--output_dir", canonical)
 
 
 def load_run_config(run_dir: str) -> dict:

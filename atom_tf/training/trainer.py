@@ -105,6 +105,15 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
+def canonical_config(record: dict) -> dict:
+    """What decides a run's result: with random selection (OE, --mining=random) the window
+    quantile is never used, so runs that differ only there are the same run."""
+    record = {**ADDED_LATER, **record}
+    if (record.get("mining") or get_method(record["method"]).mining) == "random":
+        record["quantile"] = None
+    return record
+
+
 def validate_config(config: TrainConfig) -> None:
     """Checks flag values that are cheap to check, before any data is loaded."""
     get_method(config.method)
@@ -261,7 +270,7 @@ def train(
     with strategy.scope():
         data, feed, model, method = build_training(config)
     miner = build_miner(config, method, data, feed)
-    check_run_config(write_dir, config.to_json(), overwrite)  # once everything could be built
+    check_run_config(write_dir, config.to_json(), overwrite, canonical_config)  # all built
     if flags_text is not None:
         with open(os.path.join(write_dir, "flags.txt"), "w") as f:
             f.write(flags_text)
