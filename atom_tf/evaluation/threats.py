@@ -52,6 +52,7 @@ class ThreatContext:
     verbose: bool = True
     records: dict = dataclasses.field(default_factory=dict)  # per-image extras a threat reports
     shared: dict = dataclasses.field(default_factory=dict)  # results reused across threats of a set
+    compiled: dict = dataclasses.field(default_factory=dict)  # attacks traced once per evaluation
 
 
 ThreatModel = Callable[[np.ndarray, ThreatContext], np.ndarray]
@@ -88,7 +89,15 @@ def batched(
 
 
 def make_linf_attack(ctx: ThreatContext) -> Callable[[np.ndarray, int], np.ndarray]:
-    """A compiled batched PGD against ctx.scorer's attacker objective."""
+    """A compiled batched PGD against ctx.scorer's attacker objective (traced once for all
+    sets of an evaluation: kept in `ctx.compiled`)."""
+    key = ("linf", ctx.scorer.name, ctx.attack, ctx.jit_compile)
+    if key not in ctx.compiled:
+        ctx.compiled[key] = _linf_attack(ctx)
+    return ctx.compiled[key]
+
+
+def _linf_attack(ctx: ThreatContext) -> Callable[[np.ndarray, int], np.ndarray]:
     objective = ctx.scorer.attack_objective(ctx.num_classes, ctx.attack.adaptive)
     settings = ctx.attack
 
