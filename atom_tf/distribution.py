@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from atom_tf.errors import InvalidConfigError
+from atom_tf.errors import InvalidConfigError, describe_cause
 
 DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -133,8 +133,7 @@ def _tpu_strategy(address: str, wait_seconds: float) -> tf.distribute.Strategy:
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as err:
         raise InvalidConfigError(
-            f"cannot reach the TPU {address or 'local'!r} "
-            f"({(str(err).strip().splitlines() or [''])[0][:160]}); check --tpu"
+            f"cannot reach the TPU {address or 'local'!r} ({describe_cause(err)}); check --tpu"
         ) from err
     return tf.distribute.TPUStrategy(resolver)
 
@@ -292,6 +291,13 @@ def across_replicas(
     return call
 
 
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise InvalidConfigError(
+            f"unknown --precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
+        )
+
+
 @contextlib.contextmanager
 def precision_policy(precision: str):
     """Layers built inside use Keras' `precision` dtype policy: float32, or mixed bfloat16 /
@@ -299,10 +305,7 @@ def precision_policy(precision: str):
     PGD and scorers work in float32). The global policy is restored on exit."""
     import keras
 
-    if precision not in PRECISIONS:
-        raise InvalidConfigError(
-            f"unknown --precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
-        )
+    check_precision(precision)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:

@@ -22,9 +22,9 @@ import tensorflow as tf
 from atom_tf.data import load_in_distribution, load_pool
 from atom_tf.data.pipeline import TrainingFeed, test_dataset
 from atom_tf.distribution import (
-    PRECISIONS,
     ReplicaLayout,
     check_divisible,
+    check_precision,
     describe_strategy,
     is_chief,
     precision_policy,
@@ -119,10 +119,7 @@ def validate_config(config: TrainConfig) -> None:
     get_method(config.method)
     if config.mining not in ("", "window", "random"):
         raise InvalidConfigError(f"--mining must be 'window' or 'random', not {config.mining!r}")
-    if config.precision not in PRECISIONS:
-        raise InvalidConfigError(
-            f"--precision must be one of {', '.join(PRECISIONS)}, not {config.precision!r}"
-        )
+    check_precision(config.precision)
     for name in ("epochs", "in_batch", "out_batch"):
         if getattr(config, name) <= 0:
             raise InvalidConfigError(f"--{name} must be positive (got {getattr(config, name)})")
