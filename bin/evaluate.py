@@ -85,10 +85,10 @@ def main(argv: list[str]) -> None:
     from atom_tf.errors import InvalidConfigError
     from atom_tf.evaluation.reports import markdown_table, write_reports
     from atom_tf.evaluation.runner import EvalSettings, evaluate
-    from atom_tf.evaluation.scorers import ODIN, default_scorer
+    from atom_tf.evaluation.scorers import ODIN
     from atom_tf.evaluation.threats import AttackSettings
     from atom_tf.training.checkpoint import load_run_config
-    from atom_tf.training.methods import get_method
+    from atom_tf.training.methods import method_for
     from atom_tf.training.trainer import resolve_jit_compile
 
     run_dir = FLAGS.checkpoint or FLAGS.output_dir
@@ -103,7 +103,7 @@ def main(argv: list[str]) -> None:
     ODIN.temperature, ODIN.epsilon = FLAGS.odin_temperature, FLAGS.odin_epsilon
     default_sets = EMBEDDED_SETS if config["dataset"] == "digits" else STANDARD_SETS[
         "other" if config["dataset"] == "svhn" else "svhn"]  # fmt: skip
-    scorer = FLAGS.scorer or default_scorer(get_method(config["method"]).kplus1)
+    scorer = FLAGS.scorer or method_for(config).scorer
     settings = EvalSettings(
         ood_sets=tuple(FLAGS.ood_sets or default_sets),
         threats=tuple(FLAGS.threats),

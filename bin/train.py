@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Trains a robust OOD detector (ATOM, NTOM or OE); resumable: run it again to continue.
+"""Trains an OOD detector (ATOM, NTOM, OE or a baseline); resumable: run it again to continue.
 
 python bin/train.py --flagfile=configs/digits.flags --output_dir=runs/digits_atom
 """
@@ -24,11 +24,16 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "model", "small_cnn", "Architecture: small_cnn, densenet_bc_100, wrn_40_4, wrn_40_2."
 )
-flags.DEFINE_string("method", "atom", "Training method: atom, ntom, oe.")
+flags.DEFINE_string(
+    "method",
+    "atom",
+    "Training method: atom, ntom, oe, standard, acet, sofl, rowl, energy, atom_energy, ccu.",
+)
 flags.DEFINE_string(
     "mining",
     "",
-    "Outlier selection: window (informative mining) or random; empty = the method's default.",
+    "Outlier selection: window (informative mining), random, or fixed (one random sample for "
+    "all epochs); empty = the method's default.",
 )
 flags.DEFINE_string(
     "pool",
@@ -79,6 +84,12 @@ flags.DEFINE_enum(
     "Keras mixed precision (float16 with dynamic loss scaling); logits, objectives, PGD and "
     "scorers stay float32.",
 )
+flags.DEFINE_string(
+    "init_from", "", "Start from this finished run's network (fine-tuning: sofl, energy)."
+)
+flags.DEFINE_integer("reject_classes", 5, "R, SOFL's reject classes (paper: 10 for CIFAR-100).")
+flags.DEFINE_float("margin_in", -23.0, "Energy regulariser margin m_in (energy, atom_energy).")
+flags.DEFINE_float("margin_out", -5.0, "Energy regulariser margin m_out (energy, atom_energy).")
 cli.define_distribution_flags()
 
 

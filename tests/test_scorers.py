@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from atom_tf.errors import InvalidConfigError
-from atom_tf.evaluation.scorers import ODIN, default_scorer, get_scorer, scorer_names
+from atom_tf.evaluation.scorers import ODIN, get_scorer, scorer_names
 
 LOGITS = np.array([[2.0, 0.0, -1.0, 3.0], [0.0, 0.0, 0.0, -5.0]], np.float32)  # K = 3 (+1)
 
@@ -59,7 +59,6 @@ def test_odin_perturbs_the_input_towards_higher_confidence(rng):
 
 
 def test_defaults_and_unknown_names():
-    assert default_scorer(True) == "kplus1" and default_scorer(False) == "msp"
     assert {"kplus1", "msp", "odin", "energy", "maxlogit"} <= set(scorer_names())
     with pytest.raises(InvalidConfigError, match="msp"):
         get_scorer("mahalanobis")

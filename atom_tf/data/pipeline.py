@@ -71,8 +71,10 @@ class TrainingFeed:
     def _epoch_batches(self, epoch: int, outliers: np.ndarray):
         rng = np.random.default_rng(seed_for(self.seed, epoch, 0))
         in_order = rng.permutation(len(self.data.x_train))
-        repeats = -(-self.outliers_per_epoch // len(outliers))
-        out_order = np.concatenate([rng.permutation(len(outliers)) for _ in range(repeats)])
+        out_order = np.zeros(0, np.int64)  # no outliers (out_batch 0: standard training)
+        if self.out_batch:
+            repeats = -(-self.outliers_per_epoch // len(outliers))
+            out_order = np.concatenate([rng.permutation(len(outliers)) for _ in range(repeats)])
         for step in range(self.steps_per_epoch):
             i = in_order[step * self.in_batch : (step + 1) * self.in_batch]
             o = out_order[step * self.out_batch : (step + 1) * self.out_batch]

@@ -22,10 +22,10 @@ from atom_tf.data import InDistributionData, load_in_distribution
 from atom_tf.distribution import across_replicas, is_chief, precision_policy
 from atom_tf.errors import InvalidConfigError
 from atom_tf.evaluation.metrics import threshold_at_tpr
-from atom_tf.evaluation.scorers import Scorer, default_scorer, get_scorer
-from atom_tf.models import build_model
+from atom_tf.evaluation.scorers import Scorer, get_scorer
 from atom_tf.training.checkpoint import CheckpointManager, load_run_config, load_weights_checked
-from atom_tf.training.methods import get_method
+from atom_tf.training.methods import method_for
+from atom_tf.training.networks import build_network
 from atom_tf.training.train_step import RobustOODModel
 
 
@@ -88,15 +88,13 @@ def load_network(
     """The trained network of a run (final weights, else its latest checkpoint), its variables
     created under `strategy` when given."""
     config = {**load_run_config(run_dir), **(overrides or {})}
-    method = get_method(config["method"])
+    method = method_for(config)
     data = load_in_distribution(
         config["dataset"], config.get("data_dir") or None, config.get("download", True)
     )
     scope = (strategy or tf.distribute.get_strategy()).scope()
     with scope, precision_policy(config.get("precision", "float32")):
-        network = build_model(
-            config["model"], method.num_outputs(data.num_classes), data.normalization
-        )
+        network = build_network(config["model"], method, data.num_classes, data.normalization)
     final = os.path.join(run_dir, "network.weights.h5")
     if os.path.exists(final):
         load_weights_checked(network, final)
@@ -131,9 +129,10 @@ def load_run(
     """The detector of a run, its configuration and its in-distribution data; with a
     `strategy`, its batches are split over the replicas."""
     network, config, data = load_network(run_dir, overrides, strategy)
-    name = scorer or default_scorer(get_method(config["method"]).kplus1)
+    method = method_for(config)
+    name = scorer or method.scorer
     chosen = get_scorer(name)
-    if chosen.kplus1_only and not get_method(config["method"]).kplus1:
+    if chosen.kplus1_only and not method.kplus1:
         raise InvalidConfigError(
             f"scorer {name!r} needs a K+1 model; {config['method']!r} is K-way"
         )

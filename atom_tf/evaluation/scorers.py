@@ -47,11 +47,6 @@ def register_scorer(scorer: Scorer) -> Scorer:
     return SCORERS.register(scorer.name)(scorer)
 
 
-def default_scorer(kplus1: bool) -> str:
-    """K+1 models (ATOM, NTOM) are scored with `kplus1`; K-way models (OE) with `msp`."""
-    return "kplus1" if kplus1 else "msp"
-
-
 def mean_class_ce(logits: tf.Tensor, num_classes: int) -> tf.Tensor:
     """-(1/K) Σ_{i<K} log F(x)_i (softmax over all outputs): the attack on MSP-style scorers."""
     return -tf.reduce_mean(tf.nn.log_softmax(logits, axis=-1)[:, :num_classes], axis=-1)

@@ -11,9 +11,17 @@ from atom_tf.registry import Registry
 
 @dataclasses.dataclass(frozen=True)
 class SuiteEntry:
+    """`{runs_dir}` in a flag stands for the suite's runs folder (fine-tuning from another
+    entry's run). Entries with the same `run` share one training (scorers of one network)."""
+
     name: str
     train_flags: tuple[str, ...]  # after the suite's training flagfile
     eval_flags: tuple[str, ...] = ()  # after the suite's evaluation flagfile
+    run: str = ""  # the run folder under the suite's runs folder ('' = the entry's name)
+
+    @property
+    def run_name(self) -> str:
+        return self.run or self.name
 
 
 SUITE_ENTRIES: Registry[SuiteEntry] = Registry("suite entry")
@@ -25,6 +33,31 @@ def register_suite_entry(entry: SuiteEntry) -> SuiteEntry:
     return SUITE_ENTRIES.register(entry.name)(entry)
 
 
+# Table 1's baselines (paper Appendix B.3). MSP, ODIN and Mahalanobis score one standard run.
+# SOFL and the energy regulariser fine-tune it (SOFL: the paper's second phase at 64 + 320).
+register_suite_entry(SuiteEntry("msp", ("--method=standard",), run="standard"))
+register_suite_entry(SuiteEntry("odin", ("--method=standard",), ("--scorer=odin",), "standard"))
+register_suite_entry(
+    SuiteEntry("mahalanobis", ("--method=standard",), ("--scorer=mahalanobis",), "standard")
+)
+register_suite_entry(SuiteEntry("acet", ("--method=acet",)))
+register_suite_entry(SuiteEntry("ccu", ("--method=ccu",)))
+register_suite_entry(
+    SuiteEntry("sofl", ("--method=sofl", "--init_from={runs_dir}/standard", "--in_batch=64",
+                        "--out_batch=320"))
+)  # fmt: skip
+# ROWL's background class: a fixed pool sample of a tenth of the training set (5,000 for
+# CIFAR-10), mixed into batches of 128 in proportion (116 + 12).
+register_suite_entry(
+    SuiteEntry("rowl", ("--method=rowl", "--in_batch=116", "--out_batch=12",
+                        "--num_selected=5000", "--num_candidates=5000"))
+)  # fmt: skip
+# Liu et al. fine-tune a trained classifier at learning rate 0.001 with the energy regulariser.
+register_suite_entry(
+    SuiteEntry("energy", ("--method=energy", "--init_from={runs_dir}/standard",
+                          "--learning_rate=0.001", "--lr_decay_epochs="))
+)  # fmt: skip
+register_suite_entry(SuiteEntry("atom_energy", ("--method=atom_energy",)))
 register_suite_entry(SuiteEntry("atom", ("--method=atom",)))
 register_suite_entry(SuiteEntry("ntom", ("--method=ntom",)))
 register_suite_entry(SuiteEntry("oe", ("--method=oe",)))

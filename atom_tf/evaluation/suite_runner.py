@@ -18,17 +18,24 @@ from atom_tf.evaluation.suite_report import combine, write_suite_reports
 EVAL_DIR = "eval_suite"
 
 
+def results_dir(runs_dir: str, entry: SuiteEntry) -> str:
+    """An entry's evaluation folder (one per entry, also when entries share a run)."""
+    name = EVAL_DIR if entry.run_name == entry.name else f"{EVAL_DIR}_{entry.name}"
+    return os.path.join(runs_dir, entry.run_name, name)
+
+
 def stage_commands(
     entry: SuiteEntry, train_flagfile: str, eval_flagfile: str, runs_dir: str, bin_dir: str
 ) -> dict[str, list[str]]:
-    run_dir = os.path.join(runs_dir, entry.name)
+    run_dir = os.path.join(runs_dir, entry.run_name)
     train = [sys.executable, os.path.join(bin_dir, "train.py")]
     train += [f"--flagfile={train_flagfile}"] if train_flagfile else []
-    train += [*entry.train_flags, f"--output_dir={run_dir}"]
+    train += [flag.replace("{runs_dir}", runs_dir) for flag in entry.train_flags]
+    train += [f"--output_dir={run_dir}"]
     evaluate = [sys.executable, os.path.join(bin_dir, "evaluate.py")]
     evaluate += [f"--flagfile={eval_flagfile}"] if eval_flagfile else []
     evaluate += [*entry.eval_flags, f"--checkpoint={run_dir}",
-                 f"--results_dir={os.path.join(run_dir, EVAL_DIR)}"]  # fmt: skip
+                 f"--results_dir={results_dir(runs_dir, entry)}"]  # fmt: skip
     return {"train": train, "evaluate": evaluate}
 
 
@@ -66,18 +73,25 @@ def run_suite(
     os.makedirs(runs_dir, exist_ok=True)
     timings = Timings(os.path.join(runs_dir, "timings.json"))
     for number, entry in enumerate(entries, 1):
-        for stage, command in stage_commands(
-            entry, train_flagfile, eval_flagfile, runs_dir, bin_dir
-        ).items():
+        commands = stage_commands(entry, train_flagfile, eval_flagfile, runs_dir, bin_dir)
+        # The training is timed per run (entries sharing one share its time), the evaluation
+        # per entry; a stage whose result existed before it ran did no work and adds no time.
+        done = {
+            "train": os.path.join(runs_dir, entry.run_name, "summary.json"),
+            "evaluate": os.path.join(results_dir(runs_dir, entry), "results.json"),
+        }
+        keys = {"train": entry.run_name, "evaluate": entry.name}
+        for stage, command in commands.items():
             print(
                 f"[{number}/{len(entries)}] {entry.name} {stage}: {shlex.join(command)}", flush=True
             )
             if dry_run:
                 continue
+            finished_before = os.path.exists(done[stage])
             start = time.perf_counter()
             code = subprocess.call(command)
-            if chief and code in (0, 2):  # a user error costs wall time too
-                timings.add(entry.name, stage, time.perf_counter() - start)
+            if chief and code in (0, 2) and not finished_before:  # user errors cost time too
+                timings.add(keys[stage], stage, time.perf_counter() - start)
             if code != 0:
                 raise UserError(
                     f"{entry.name} {stage} failed (exit {code}); fix what it says and run the "
@@ -85,12 +99,15 @@ def run_suite(
                 )
     if dry_run or not chief:
         return None
-    evaluations = {}
+    evaluations, seconds = {}, {}
     for entry in entries:
-        with open(os.path.join(runs_dir, entry.name, EVAL_DIR, "results.json")) as f:
+        with open(os.path.join(results_dir(runs_dir, entry), "results.json")) as f:
             evaluations[entry.name] = json.load(f)
+        train = timings.values.get(entry.run_name, {}).get("train")
+        evaluate = timings.values.get(entry.name, {}).get("evaluate")
+        seconds[entry.name] = {k: v for k, v in (("train", train), ("evaluate", evaluate)) if v}
     dataset = source_label(next(iter(evaluations.values()))["dataset"])
-    table = combine(evaluations, timings.values, dataset)
+    table = combine(evaluations, seconds, dataset)
     write_suite_reports(table, runs_dir, plots=plots)
     with open(os.path.join(runs_dir, "results.md")) as f:
         print(f"\n{f.read()}results in {runs_dir}")

@@ -1,39 +1,141 @@
-"""Training methods (PROTOCOL §2): a registry of small descriptions read by the train step.
+"""Training methods (PROTOCOL §2, paper Appendix B.3): a registry of small descriptions read by
+the trainer and the train step. Loss = mean CE(in, y) + λ · (mean ℓ_out(outliers)
+[+ mean ℓ_in(in-distribution)] [+ the method's extra term]).
 
-- atom: K+1 outputs, mined outliers, half of each outlier batch attacked with PGD (eq. 4).
-- ntom: the same objective and mining, no attack (eq. 7).
-- oe:   K outputs, random outliers, loss CE(in) + 0.5 · CE(out, uniform) (Outlier Exposure).
+- standard: K outputs, no outliers (the network MSP, ODIN and Mahalanobis score).
+- atom:   K+1 outputs, mined outliers, half of each outlier batch attacked with PGD (eq. 4).
+- ntom:   the same objective and mining, no attack (eq. 7).
+- oe:     K outputs, random outliers, CE(in) + 0.5 · CE(out, uniform) (Outlier Exposure).
+- acet:   OE's loss with λ = 1 and half of each outlier batch attacked against it (Hein et al.,
+          2019, with the auxiliary pool instead of noise).
+- sofl:   K + R outputs (R reject classes), outliers labelled with their likeliest reject class,
+          λ = 5, fine-tuned from a standard run (Mohseni et al., 2020).
+- rowl:   K+1 outputs, one background class from a fixed random pool sample, every in- and
+          out-distribution image attacked (Sehwag et al., 2019).
+- energy: K outputs, the squared-hinge energy regulariser on both sides, λ = 0.1, fine-tuned
+          from a standard run (Liu et al., 2020).
+- atom_energy: ATOM with energy in place of the (K+1)-th class: the energy regulariser, the
+          window mined by energy, half of each outlier batch attacked towards low energy.
+- ccu:    a Gaussian-mixture density on inputs for in- and out-distribution combined with the
+          classifier (Meinke & Hein, 2019; atom_tf.training.ccu).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from atom_tf.registry import Registry
-from atom_tf.training.objectives import Objective, kplus1_ce, uniform_ce
+from atom_tf.training.objectives import (
+    Objective,
+    best_reject_ce,
+    energy_hinge_in,
+    energy_hinge_out,
+    free_energy,
+    kplus1_ce,
+    minus_free_energy,
+    ood_probability,
+    uniform_ce,
+)
+
+SELECTIONS = ("window", "random", "fixed", "none")
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
     name: str
-    kplus1: bool  # a (K+1)-th "out-of-distribution" output
-    attack: bool  # PGD on half of each outlier batch
-    mining: str  # default selection: 'window' (informative mining) or 'random'
-    outlier_loss: Objective  # per-sample loss on outlier logits
+    extra_outputs: int  # outputs after the K classes: 1 for K+1 methods, R for SOFL, 0 K-way
+    attack: bool  # PGD on part of each outlier batch
+    mining: (
+        str  # default selection: 'window', 'random', 'fixed' (one sample for all epochs), 'none'
+    )
+    outlier_loss: Objective | None  # per-sample loss on outlier logits
     outlier_weight: float  # λ
+    scorer: str  # the detection score it is evaluated with by default
+    attack_objective: Objective | None = None  # what PGD raises on outliers (default: outlier_loss)
+    attacked_share: float = 0.5  # of each outlier batch
+    attack_in: bool = False  # in-distribution images attacked too (label CE, adversarial training)
+    in_regularizer: Objective | None = None  # per-sample term on in-distribution logits, × λ
+    mining_score: Objective | None = ood_probability  # OOD score of the window (higher = OOD)
+    # (method, run config) -> the method with its configurable constants (e.g. energy margins)
+    configure: Callable[[Method, dict], Method] | None = None
+    # (network, num_classes) -> the network trained and evaluated (CCU's density model)
+    wrap_network: Callable | None = None
+    # (network, x_in, x_out) -> scalar added to the loss (CCU's density term)
+    extra_loss: Callable | None = None
+
+    @property
+    def kplus1(self) -> bool:
+        """Has outputs beyond the K classes that stand for "out-of-distribution"."""
+        return self.extra_outputs > 0
+
+    @property
+    def uses_outliers(self) -> bool:
+        return self.mining != "none"
 
     def num_outputs(self, num_classes: int) -> int:
-        return num_classes + 1 if self.kplus1 else num_classes
+        return num_classes + self.extra_outputs
+
+    def configured(self, config: dict) -> Method:
+        """This method with the constants a run's configuration sets."""
+        return self.configure(self, config) if self.configure is not None else self
+
+    def pgd_objective(self) -> Objective:
+        return self.attack_objective or self.outlier_loss
 
 
 METHODS: Registry[Method] = Registry("method")
 get_method = METHODS.get
+method_names = METHODS.names
 
 
 def register_method(method: Method) -> Method:
+    if method.mining not in SELECTIONS:
+        raise ValueError(f"{method.name}: mining must be one of {SELECTIONS}")
     return METHODS.register(method.name)(method)
 
 
-register_method(Method("atom", True, True, "window", kplus1_ce, 1.0))
-register_method(Method("ntom", True, False, "window", kplus1_ce, 1.0))
-register_method(Method("oe", False, False, "random", uniform_ce, 0.5))
+def _energy_margins(method: Method, config: dict) -> Method:
+    """The energy regulariser with the run's margins m_in, m_out (Liu et al.: -23 / -5 for
+    CIFAR-10, -27 / -5 for CIFAR-100)."""
+    return dataclasses.replace(
+        method,
+        outlier_loss=energy_hinge_out(config.get("margin_out", -5.0)),
+        in_regularizer=energy_hinge_in(config.get("margin_in", -23.0)),
+    )
+
+
+def _reject_classes(method: Method, config: dict) -> Method:
+    """SOFL with the run's R reject classes (5 for SVHN and CIFAR-10, 10 for CIFAR-100)."""
+    reject = config.get("reject_classes", 5)
+    return dataclasses.replace(method, extra_outputs=reject, outlier_loss=best_reject_ce(reject))
+
+
+def method_for(config: dict) -> Method:
+    """The method of a run configuration (config.json), with the constants it sets."""
+    return get_method(config["method"]).configured(config)
+
+
+register_method(Method("standard", 0, False, "none", None, 0.0, "msp", mining_score=None))
+register_method(Method("atom", 1, True, "window", kplus1_ce, 1.0, "kplus1"))
+register_method(Method("ntom", 1, False, "window", kplus1_ce, 1.0, "kplus1"))
+register_method(Method("oe", 0, False, "random", uniform_ce, 0.5, "msp", mining_score=None))
+register_method(Method("acet", 0, True, "random", uniform_ce, 1.0, "msp", mining_score=None))
+register_method(
+    Method("sofl", 5, False, "random", best_reject_ce(5), 5.0, "sofl", mining_score=None,
+           configure=_reject_classes)
+)  # fmt: skip
+register_method(
+    Method("rowl", 1, True, "fixed", kplus1_ce, 1.0, "rowl", attacked_share=1.0,
+           attack_in=True, mining_score=None)
+)  # fmt: skip
+_energy = energy_hinge_out(-5.0)
+register_method(
+    Method("energy", 0, False, "random", _energy, 0.1, "energy", mining_score=None,
+           in_regularizer=energy_hinge_in(-23.0), configure=_energy_margins)
+)  # fmt: skip
+register_method(
+    Method("atom_energy", 0, True, "window", _energy, 0.1, "energy",
+           attack_objective=minus_free_energy, in_regularizer=energy_hinge_in(-23.0),
+           mining_score=free_energy, configure=_energy_margins)
+)  # fmt: skip

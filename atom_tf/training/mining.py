@@ -23,7 +23,7 @@ from atom_tf.data.augment import random_crop_flip, seed_for
 from atom_tf.data.outlier_pools import OutlierPool
 from atom_tf.distribution import across_replicas
 from atom_tf.errors import InvalidConfigError
-from atom_tf.training.objectives import ood_probability
+from atom_tf.training.objectives import Objective, ood_probability
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # uint8 images -> OOD scores
 
@@ -58,14 +58,16 @@ def make_ood_scorer(
     batch_size: int = 512,
     jit_compile: bool = True,
     strategy: tf.distribute.Strategy | None = None,
+    ood_score: Objective = ood_probability,
 ) -> ScoreFn:
-    """Batched, compiled F(x)_{K+1} in inference mode; the last batch is padded (one trace).
-    With a `strategy`, each replica of every worker scores `batch_size` of each batch."""
+    """Batched, compiled OOD scores (F(x)_{K+1}, or the method's `ood_score` of the logits) in
+    inference mode; the last batch is padded (one trace). With a `strategy`, each replica of
+    every worker scores `batch_size` of each batch."""
 
     @tf.function(jit_compile=jit_compile, reduce_retracing=True)
     def score(images: tf.Tensor) -> tf.Tensor:
         x = tf.cast(images, tf.float32) / 255.0
-        return ood_probability(model(x, training=False))
+        return ood_score(model(x, training=False))
 
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     score_shares = across_replicas(strategy, score)
@@ -117,9 +119,9 @@ class OutlierMiner:
         augment: bool = True,
         chunk: int = 8192,
     ) -> None:
-        if strategy not in ("window", "random"):
+        if strategy not in ("window", "random", "fixed"):
             raise InvalidConfigError(
-                f"mining strategy must be 'window' or 'random', not {strategy!r}"
+                f"mining strategy must be 'window', 'random' or 'fixed', not {strategy!r}"
             )
         validate_mining(num_candidates, num_selected, quantile)
         self.pool, self.strategy, self.seed, self.augment = pool, strategy, seed, augment
@@ -130,9 +132,14 @@ class OutlierMiner:
         )
         self.chunk = chunk
 
+    def _draw(self, epoch: int) -> int:
+        """The epoch whose random draw picks the candidates: 'fixed' keeps epoch 0's for all
+        epochs (one pool sample, freshly augmented each epoch: ROWL's background class)."""
+        return 0 if self.strategy == "fixed" else epoch
+
     def candidates(self, epoch: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yields (first candidate position, uint8 chunk): the epoch's N augmented candidates."""
-        rng = np.random.default_rng(seed_for(self.seed, epoch, 2))
+        rng = np.random.default_rng(seed_for(self.seed, self._draw(epoch), 2))
         offset = int(rng.integers(0, len(self.pool)))
         for first in range(0, self.num_candidates, self.chunk):
             count = min(self.chunk, self.num_candidates - first)
@@ -157,8 +164,8 @@ class OutlierMiner:
     def mine(self, epoch: int, score_fn: ScoreFn | None) -> MiningResult:
         """Selects this epoch's n outliers; `score_fn` is needed for the 'window' strategy."""
         start = time.perf_counter()
-        if self.strategy == "random":
-            rng = np.random.default_rng(seed_for(self.seed, epoch, 4))
+        if self.strategy in ("random", "fixed"):
+            rng = np.random.default_rng(seed_for(self.seed, self._draw(epoch), 4))
             positions = rng.choice(self.num_candidates, self.num_selected, replace=False)
             images = self.select(epoch, positions)
             seconds = time.perf_counter() - start
@@ -175,11 +182,12 @@ class OutlierMiner:
 
 class MiningCallback(keras.callbacks.Callback):
     """At the start of every epoch, mines outliers with the current model and installs them
-    in the training feed; logs the score histogram and window to TensorBoard."""
+    in the training feed (none without a miner); logs the score histogram and window to
+    TensorBoard."""
 
     def __init__(
         self,
-        miner: OutlierMiner,
+        miner: OutlierMiner | None,
         install: Callable[[int, np.ndarray], None],
         score_fn: ScoreFn | None,
         log_dir: str | None = None,
@@ -191,6 +199,10 @@ class MiningCallback(keras.callbacks.Callback):
         self.history: list[dict[str, float]] = []
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        if self.miner is None:  # a method trained without outliers
+            self.install(epoch, np.zeros((0, 32, 32, 3), np.uint8))
+            self.history.append({"epoch": epoch})
+            return
         result = self.miner.mine(epoch, self.score_fn)
         self.install(epoch, result.images)
         summary = {"epoch": epoch, **result.summary()}

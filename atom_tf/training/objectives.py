@@ -37,3 +37,38 @@ def uniform_ce(logits: tf.Tensor) -> tf.Tensor:
 def label_ce(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """Sparse softmax cross-entropy per sample."""
     return tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(labels, tf.int32), logits)
+
+
+def free_energy(logits: tf.Tensor) -> tf.Tensor:
+    """E(x) = -logsumexp_i f_i(x) (Liu et al., 2020, eq. 1): low on in-distribution inputs,
+    so it is also an OOD score (higher = more out-of-distribution)."""
+    return -tf.reduce_logsumexp(logits, axis=-1)
+
+
+def minus_free_energy(logits: tf.Tensor) -> tf.Tensor:
+    """-E(x): what an attacker raises to make an input look in-distribution to an energy model."""
+    return tf.reduce_logsumexp(logits, axis=-1)
+
+
+def energy_hinge_in(margin: float) -> Objective:
+    """max(0, E(x) - m_in)²: the in-distribution half of the energy regulariser (Liu et al.)."""
+    return lambda logits: tf.square(tf.nn.relu(free_energy(logits) - margin))
+
+
+def energy_hinge_out(margin: float) -> Objective:
+    """max(0, m_out - E(x))²: the outlier half of the energy regulariser (Liu et al.)."""
+    return lambda logits: tf.square(tf.nn.relu(margin - free_energy(logits)))
+
+
+def reject_log_probability(logits: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """log Σ_{i>K} F(x)_i: the log-probability of all reject classes (SOFL; K+1 when R = 1)."""
+    return tf.reduce_logsumexp(tf.nn.log_softmax(logits, axis=-1)[:, num_classes:], axis=-1)
+
+
+def best_reject_ce(reject_classes: int) -> Objective:
+    """-max_r log F(x)_{K+r}: SOFL's self-supervised outlier loss over its R reject classes (the
+    last R outputs), each outlier labelled with the reject class the network already prefers
+    for it (Mohseni et al., 2020)."""
+    return lambda logits: (
+        -tf.reduce_max(tf.nn.log_softmax(logits, axis=-1)[:, -reject_classes:], axis=-1)
+    )

@@ -1,4 +1,5 @@
-"""The robust training step: eq. (4) as a `keras.Model.train_step`, compiled with XLA.
+"""The robust training step: eq. (4) as a `keras.Model.train_step`, compiled with XLA; the
+baselines of atom_tf.training.methods are variations of the same step.
 
 One step: PGD (inference-mode model) on half of the outlier batch, then a single
 training-mode forward pass over [in-distribution, clean outliers, attacked outliers], so that
@@ -14,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from atom_tf.training.methods import Method
-from atom_tf.training.objectives import kplus1_ce, label_ce
+from atom_tf.training.objectives import label_ce
 from atom_tf.training.pgd import pgd_attack, random_start_noise
 
 
@@ -36,7 +37,8 @@ def _logs(values: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
 
 
 class RobustOODModel(keras.Model):
-    """Wraps a network (logits model) with the ATOM / NTOM / OE training step."""
+    """Wraps a network (logits model) with the training step of a method (ATOM, NTOM, OE and
+    the baselines of atom_tf.training.methods)."""
 
     def __init__(
         self,
@@ -52,7 +54,7 @@ class RobustOODModel(keras.Model):
         self.network, self.method, self.num_classes = network, method, num_classes
         self.weight_decay, self.attack, self.seed = weight_decay, attack or AttackConfig(), seed
         names = ["loss", "in_loss", "out_loss", "in_accuracy"]
-        if method.kplus1:
+        if method.kplus1 and method.uses_outliers:
             names.append("out_accuracy")
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
 
@@ -76,31 +78,26 @@ class RobustOODModel(keras.Model):
         predicted = tf.argmax(logits[:, : self.num_classes], axis=-1)
         return tf.cast(tf.equal(predicted, tf.cast(labels, predicted.dtype)), tf.float32)
 
-    def attack_outliers(self, outliers: tf.Tensor) -> tf.Tensor:
-        """Replaces the second half of the outlier batch by its PGD worst case."""
-        half = (
-            outliers.shape[0] // 2 if outliers.shape[0] is not None else tf.shape(outliers)[0] // 2
-        )
+    def _attack(self, images: tf.Tensor, objective, salt: int) -> tf.Tensor:
+        """PGD (inference mode) on `images`. Random starts are drawn for the global batch, this
+        replica taking its share: N replicas attack exactly as one device does (the feed gives
+        each replica its share of both halves of the outlier batch)."""
         seed = tf.stack(
-            [tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
+            [tf.constant(self.seed + salt, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
         )
-        # Random starts drawn for the global batch, this replica taking its share: N replicas
-        # attack exactly as one device does (the feed gives each replica its share of both
-        # halves of the outlier batch).
-        targets = outliers[half:]
-        share = tf.shape(targets)[0]
+        share = tf.shape(images)[0]
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context is not None else 1
         noise = random_start_noise(
-            seed, tf.concat([[share * replicas], tf.shape(targets)[1:]], 0), self.attack.epsilon
+            seed, tf.concat([[share * replicas], tf.shape(images)[1:]], 0), self.attack.epsilon
         )
         if replicas > 1:
             first = tf.cast(context.replica_id_in_sync_group, tf.int32) * share
             noise = noise[:, first : first + share]
         attacked, _ = pgd_attack(
             lambda x: self.network(x, training=False),
-            targets,
-            kplus1_ce,
+            images,
+            objective,
             epsilon=self.attack.epsilon,
             steps=self.attack.steps,
             step_size=self.attack.step_size,
@@ -108,20 +105,43 @@ class RobustOODModel(keras.Model):
             unroll=True,
             start_noise=noise,
         )
-        return tf.concat([outliers[:half], attacked], axis=0)
+        return attacked
+
+    def attack_outliers(self, outliers: tf.Tensor) -> tf.Tensor:
+        """Replaces the last `attacked_share` of the outlier batch (half for ATOM and ACET) by
+        its PGD worst case under the method's objective."""
+        share = self.method.attacked_share
+        size = outliers.shape[0]
+        if size is not None:  # static batch (always with the training feed): static slices
+            clean = size - round(size * share)
+        else:
+            size = tf.shape(outliers)[0]
+            clean = size - tf.cast(tf.round(tf.cast(size, tf.float32) * share), tf.int32)
+        attacked = self._attack(outliers[clean:], self.method.pgd_objective(), 0)
+        return tf.concat([outliers[:clean], attacked], axis=0)
 
     def train_step(self, data):
         x_in, y_in, x_out = data
-        if self.method.attack:
+        method = self.method
+        if method.attack_in:  # adversarial training on the in-distribution batch (ROWL)
+            x_in = self._attack(x_in, lambda logits: label_ce(logits, y_in), 7919)
+        if method.attack:
             x_out = self.attack_outliers(x_out)
         n_in = tf.shape(x_in)[0]
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
-            logits = self.network(tf.concat([x_in, x_out], axis=0), training=True)
+            images = tf.concat([x_in, x_out], axis=0) if method.uses_outliers else x_in
+            logits = self.network(images, training=True)
             in_logits, out_logits = logits[:n_in], logits[n_in:]
             in_loss = tf.reduce_mean(label_ce(in_logits, y_in))
-            out_loss = tf.reduce_mean(self.method.outlier_loss(out_logits))
-            loss = in_loss + self.method.outlier_weight * out_loss
+            out_loss = tf.zeros([])
+            if method.uses_outliers:
+                out_loss = tf.reduce_mean(method.outlier_loss(out_logits))
+            if method.in_regularizer is not None:
+                out_loss += tf.reduce_mean(method.in_regularizer(in_logits))
+            loss = in_loss + method.outlier_weight * out_loss
+            if method.extra_loss is not None:
+                loss += method.extra_loss(self.network, x_in, x_out)
             # Gradients are summed over replicas: scale so their sum is the global mean.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled_loss = self.optimizer.scale_loss(loss / replicas)  # mixed_float16: × scale
@@ -135,8 +155,8 @@ class RobustOODModel(keras.Model):
         self.trackers["in_loss"].update_state(in_loss)
         self.trackers["out_loss"].update_state(out_loss)
         self.trackers["in_accuracy"].update_state(self._in_accuracy(in_logits, y_in))
-        if self.method.kplus1:
-            is_ood = tf.equal(tf.argmax(out_logits, axis=-1), self.num_classes)
+        if method.kplus1 and method.uses_outliers:
+            is_ood = tf.argmax(out_logits, axis=-1) >= self.num_classes
             self.trackers["out_accuracy"].update_state(tf.cast(is_ood, tf.float32))
         return _logs({name: t.result() for name, t in self.trackers.items()})
 

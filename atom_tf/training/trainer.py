@@ -31,13 +31,20 @@ from atom_tf.distribution import (
     replica_layout,
 )
 from atom_tf.errors import InvalidConfigError, NonFiniteLossError
-from atom_tf.models import build_model
 from atom_tf.training.checkpoint import CheckpointManager, check_run_config
-from atom_tf.training.methods import get_method
+from atom_tf.training.methods import get_method, method_for
 from atom_tf.training.mining import MiningCallback, OutlierMiner, make_ood_scorer, validate_mining
+from atom_tf.training.networks import build_network, initialise_from_run
 from atom_tf.training.train_step import AttackConfig, RobustOODModel
 
-ADDED_LATER = {"precision": "float32"}  # fields left out of config.json at their default
+# Fields left out of config.json at their default, so runs written before them stay resumable.
+ADDED_LATER = {
+    "precision": "float32",
+    "init_from": "",
+    "reject_classes": 5,
+    "margin_in": -23.0,
+    "margin_out": -5.0,
+}
 
 
 @dataclasses.dataclass
@@ -47,7 +54,7 @@ class TrainConfig:
     dataset: str = "digits"
     model: str = "small_cnn"
     method: str = "atom"
-    mining: str = ""  # '' = the method's default ('window' for atom/ntom, 'random' for oe)
+    mining: str = ""  # '' = the method's default ('window' for atom/ntom, 'random' for oe, ...)
     pool: str = "natural_patches"
     pool_path: str = ""
     num_candidates: int = 0  # N; 0 = 4 n
@@ -70,6 +77,10 @@ class TrainConfig:
     jit_compile: bool | None = None  # None: XLA on accelerators, off on CPU (measured faster)
     deterministic: bool = False
     precision: str = "float32"  # or mixed_bfloat16 / mixed_float16 (Keras mixed precision)
+    init_from: str = ""  # a finished run whose network starts this one (fine-tuning: SOFL, energy)
+    reject_classes: int = 5  # R, SOFL's reject classes
+    margin_in: float = -23.0  # energy regulariser margins m_in, m_out (Liu et al., 2020)
+    margin_out: float = -5.0
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -106,19 +117,29 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
 
 
 def canonical_config(record: dict) -> dict:
-    """What decides a run's result: with random selection (OE, --mining=random) the window
-    quantile is never used, so runs that differ only there are the same run."""
+    """What decides a run's result: settings the run's method never reads (the window
+    quantile under random selection, the pool of a method without outliers, a SOFL or energy
+    constant elsewhere) do not tell runs apart."""
     record = {**ADDED_LATER, **record}
-    if (record.get("mining") or get_method(record["method"]).mining) == "random":
-        record["quantile"] = None
-    return record
+    method = get_method(record["method"])
+    selection = record.get("mining") or method.mining
+    unused = set()
+    if selection != "window":
+        unused |= {"quantile"}
+    if not method.uses_outliers:
+        unused |= {"pool", "pool_path", "num_candidates", "num_selected", "out_batch", "mining"}
+    if method.configure is None:
+        unused |= {"reject_classes", "margin_in", "margin_out"}
+    return {k: (None if k in unused else v) for k, v in record.items()}
 
 
 def validate_config(config: TrainConfig) -> None:
     """Checks flag values that are cheap to check, before any data is loaded."""
-    get_method(config.method)
-    if config.mining not in ("", "window", "random"):
-        raise InvalidConfigError(f"--mining must be 'window' or 'random', not {config.mining!r}")
+    method = get_method(config.method)
+    if config.mining not in ("", "window", "random", "fixed"):
+        raise InvalidConfigError(
+            f"--mining must be 'window', 'random' or 'fixed', not {config.mining!r}"
+        )
     check_precision(config.precision)
     for name in ("epochs", "in_batch", "out_batch"):
         if getattr(config, name) <= 0:
@@ -127,10 +148,13 @@ def validate_config(config: TrainConfig) -> None:
         raise InvalidConfigError(
             f"--out_batch must be even: half of it is attacked (got {config.out_batch})"
         )
-    if config.mining == "window" and not get_method(config.method).kplus1:
+    if config.mining == "window" and method.mining_score is None:
         raise InvalidConfigError(
-            f"--mining=window needs a K+1 method (atom, ntom), not {config.method!r}"
+            f"--mining=window needs a method with an OOD score to mine by (atom, ntom, "
+            f"atom_energy), not {config.method!r}"
         )
+    if config.init_from and not os.path.exists(os.path.join(config.init_from, "config.json")):
+        raise InvalidConfigError(f"--init_from: {config.init_from} is not a training run")
     if config.num_candidates and config.num_selected:
         validate_mining(config.num_candidates, config.num_selected, config.quantile)
     elif not 0.0 <= config.quantile < 1.0:
@@ -181,14 +205,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
 def build_training(config: TrainConfig):
     """Data, feed, model and optimizer for `config`, model variables created under the current
     `tf.distribute` strategy scope (wrap the call in `strategy.scope()` to distribute)."""
-    method = get_method(config.method)
+    method = method_for(dataclasses.asdict(config))
     data = load_in_distribution(config.dataset, config.data_dir or None, config.download)
-    feed = TrainingFeed(data, config.in_batch, config.out_batch, config.seed)
+    out_batch = config.out_batch if method.uses_outliers else 0
+    feed = TrainingFeed(data, config.in_batch, out_batch, config.seed)
     keras.utils.set_random_seed(config.seed)
     with precision_policy(config.precision):
-        network = build_model(
-            config.model, method.num_outputs(data.num_classes), data.normalization
-        )
+        network = build_network(config.model, method, data.num_classes, data.normalization)
     attack = AttackConfig(config.epsilon, config.attack_steps, config.attack_step_size)
     model = RobustOODModel(
         network, method, data.num_classes, config.weight_decay, attack, config.seed
@@ -206,7 +229,10 @@ def build_training(config: TrainConfig):
     return data, feed, model, method
 
 
-def build_miner(config: TrainConfig, method, data, feed: TrainingFeed) -> OutlierMiner:
+def build_miner(config: TrainConfig, method, data, feed: TrainingFeed) -> OutlierMiner | None:
+    """The outlier miner of a run; None for a method trained without outliers."""
+    if not method.uses_outliers:
+        return None
     pool = load_pool(config.pool, config.pool_path or None, config.seed, config.download)
     n = config.num_selected or 2 * len(data.x_train)
     big_n = config.num_candidates or 4 * n
@@ -217,22 +243,29 @@ def build_miner(config: TrainConfig, method, data, feed: TrainingFeed) -> Outlie
 
 
 def describe_run(
-    config: TrainConfig, data, model: RobustOODModel, miner: OutlierMiner, run_dir: str
+    config: TrainConfig, data, model: RobustOODModel, miner: OutlierMiner | None, run_dir: str
 ) -> str:
     """The start line: what is trained on what, with which outliers and batches, and where."""
+    what = (
+        f"training {config.method} on {data.name} ({len(data.x_train):,} train / "
+        f"{len(data.x_test):,} test images, {data.num_classes} classes) with "
+        f"{config.model} ({model.network.count_params():,} parameters)"
+    )
+    start = f"; initialised from {config.init_from}" if config.init_from else ""
+    where = f"{config.epochs} epochs{start}; run folder {run_dir}"
+    if miner is None:
+        return f"{what}; no outliers; batches of {config.in_batch}, {where}"
     if miner.strategy == "window":
         mining = f"window q = {miner.quantile:g} of N = {miner.num_candidates:,} candidates"
+    elif miner.strategy == "fixed":
+        mining = "one fixed random sample for all epochs"
     else:
         mining = f"random from N = {miner.num_candidates:,} candidates"
     # natural_patches draws crops at random: its length is a virtual 2**40
     pool_size = f"{len(miner.pool):,} images" if len(miner.pool) < 2**40 else "random crops"
     return (
-        f"training {config.method} on {data.name} ({len(data.x_train):,} train / "
-        f"{len(data.x_test):,} test images, {data.num_classes} classes) with "
-        f"{config.model} ({model.network.count_params():,} parameters); outliers: "
-        f"{miner.pool.name} ({pool_size}), n = {miner.num_selected:,} per epoch "
-        f"by {mining}; batches {config.in_batch} + {config.out_batch}, {config.epochs} epochs; "
-        f"run folder {run_dir}"
+        f"{what}; outliers: {miner.pool.name} ({pool_size}), n = {miner.num_selected:,} per "
+        f"epoch by {mining}; batches {config.in_batch} + {config.out_batch}, {where}"
     )
 
 
@@ -287,11 +320,14 @@ def train(
     if last is not None and verbose:
         print(f"resuming {run_dir} after epoch {last + 1} of {config.epochs}", flush=True)
     jit = resolve_jit_compile(config.jit_compile)
-    score_fn = (
-        make_ood_scorer(model.network, jit_compile=jit, strategy=strategy)
-        if method.kplus1
-        else None
-    )
+    if last is None and config.init_from:
+        initialise_from_run(model.network, method, data.num_classes, data.normalization,
+                            config.init_from, config.dataset, config.model)  # fmt: skip
+    score_fn = None
+    if miner is not None and miner.strategy == "window":
+        score_fn = make_ood_scorer(
+            model.network, jit_compile=jit, strategy=strategy, ood_score=method.mining_score
+        )
     log_dir = os.path.join(write_dir, "logs")
     mining = MiningCallback(
         miner, feed.set_outliers, score_fn, os.path.join(log_dir, "mining"), verbose > 0

@@ -1,0 +1,63 @@
+"""The network a method trains (a registered architecture with K + extra outputs, wrapped by
+methods that add a density model) and fine-tuning from another run's network."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import numpy as np
+
+from atom_tf.errors import InvalidConfigError
+from atom_tf.models import Normalization, build_model
+from atom_tf.training.checkpoint import load_weights_checked
+from atom_tf.training.methods import Method, method_for
+
+
+def build_network(
+    model: str, method: Method, num_classes: int, normalization: Normalization
+) -> keras.Model:
+    """The architecture `model` with the method's outputs (and its wrapper, e.g. CCU's)."""
+    network = build_model(model, method.num_outputs(num_classes), normalization)
+    if method.wrap_network is not None:
+        network = method.wrap_network(network, num_classes)
+    return network
+
+
+def initialise_from_run(
+    network: keras.Model, method: Method, num_classes: int, normalization: Normalization,
+    source_dir: str, dataset: str, model: str,
+) -> None:  # fmt: skip
+    """Starts `network` from the final weights of the run in `source_dir` (same dataset and
+    architecture). Outputs the source lacks (SOFL's reject classes after a K-way standard run)
+    keep their fresh initialisation; every other weight is copied."""
+    with open(os.path.join(source_dir, "config.json")) as f:
+        source_config = json.load(f)
+    weights = os.path.join(source_dir, "network.weights.h5")
+    if not os.path.exists(weights):
+        raise InvalidConfigError(f"--init_from: {source_dir} has not finished training")
+    if (source_config["dataset"], source_config["model"]) != (dataset, model):
+        raise InvalidConfigError(
+            f"--init_from: {source_dir} trained {source_config['model']} on "
+            f"{source_config['dataset']}, not {model} on {dataset}"
+        )
+    source = build_network(model, method_for(source_config), num_classes, normalization)
+    load_weights_checked(source, weights)
+    if len(source.weights) != len(network.weights):
+        raise InvalidConfigError(
+            f"--init_from: {source_config['method']}'s network does not fit {method.name}'s"
+        )
+    for target, value in zip(network.weights, source.weights, strict=True):
+        value = np.asarray(value)
+        if tuple(target.shape) == value.shape:
+            target.assign(value)
+        elif tuple(target.shape[:-1]) == value.shape[:-1] and target.shape[-1] > value.shape[-1]:
+            merged = np.asarray(target).copy()  # the output layer: copy the K class outputs
+            merged[..., : value.shape[-1]] = value
+            target.assign(merged)
+        else:
+            raise InvalidConfigError(
+                f"--init_from: weight {target.path} has shape {tuple(target.shape)} here and "
+                f"{value.shape} in {source_dir}"
+            )
