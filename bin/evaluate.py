@@ -35,8 +35,8 @@ flags.DEFINE_list(
 flags.DEFINE_string(
     "scorer",
     "",
-    "Detection score: kplus1, msp, odin, energy, maxlogit "
-    "(default: kplus1 for ATOM/NTOM, msp for OE).",
+    "Detection score: kplus1, msp, odin, energy, maxlogit, mahalanobis, sofl, rowl "
+    "(default: the method's, e.g. kplus1 for ATOM/NTOM, msp for OE).",
 )
 flags.DEFINE_float("attack_epsilon", 8 / 255, "L-inf radius of the evaluation attack.")
 flags.DEFINE_integer("attack_steps", 40, "PGD steps (Table 8's strong attack: 100).")
@@ -58,7 +58,12 @@ flags.DEFINE_enum(
     "Corruption constants (default: cifar for 32x32 inputs).",
 )
 flags.DEFINE_float("odin_temperature", 1000.0, "ODIN temperature T.")
-flags.DEFINE_float("odin_epsilon", 0.0014, "ODIN input perturbation size eta.")
+flags.DEFINE_float(
+    "odin_epsilon",
+    -1.0,
+    "ODIN input perturbation size eta; negative: chosen on 1,000 in-distribution test and "
+    "1,000 pool images (paper Appendix B.3), saved in the run.",
+)
 flags.DEFINE_integer("max_ood_images", 0, "Use at most this many images per OOD set (0: all).")
 flags.DEFINE_integer("batch_size", 256, "Images per attack batch.")
 flags.DEFINE_integer("seed", 0, "Seed of attacks, noise sets and subsets.")
@@ -79,13 +84,20 @@ flags.DEFINE_bool("plots", True, "Write PNG plots.")
 cli.define_distribution_flags()
 
 
+def scorer_options(scorer: str) -> dict:
+    """The flags a fitted scorer reads."""
+    if scorer != "odin":
+        return {}
+    eta = FLAGS.odin_epsilon if FLAGS.odin_epsilon >= 0 else None
+    return {"temperature": FLAGS.odin_temperature, "epsilon": eta}
+
+
 def main(argv: list[str]) -> None:
     from atom_tf.data.ood_sets import EMBEDDED_SETS, STANDARD_SETS
     from atom_tf.distribution import describe_strategy, is_chief
     from atom_tf.errors import InvalidConfigError
     from atom_tf.evaluation.reports import markdown_table, write_reports
     from atom_tf.evaluation.runner import EvalSettings, evaluate
-    from atom_tf.evaluation.scorers import ODIN
     from atom_tf.evaluation.threats import AttackSettings
     from atom_tf.training.checkpoint import load_run_config
     from atom_tf.training.methods import method_for
@@ -100,7 +112,6 @@ def main(argv: list[str]) -> None:
         raise InvalidConfigError(
             "--attack_steps >= 0, --attack_restarts >= 1 and --batch_size >= 1 are needed"
         )
-    ODIN.temperature, ODIN.epsilon = FLAGS.odin_temperature, FLAGS.odin_epsilon
     default_sets = EMBEDDED_SETS if config["dataset"] == "digits" else STANDARD_SETS[
         "other" if config["dataset"] == "svhn" else "svhn"]  # fmt: skip
     scorer = FLAGS.scorer or method_for(config).scorer
@@ -108,6 +119,7 @@ def main(argv: list[str]) -> None:
         ood_sets=tuple(FLAGS.ood_sets or default_sets),
         threats=tuple(FLAGS.threats),
         scorer=scorer,
+        scorer_options=scorer_options(scorer),
         attack=AttackSettings(
             FLAGS.attack_epsilon,
             FLAGS.attack_steps,

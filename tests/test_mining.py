@@ -67,3 +67,13 @@ def test_random_strategy_needs_no_scores_and_keeps_n(tmp_path):
     result = miner.mine(0, score_fn=None)
     assert result.images.shape == (10, 32, 32, 3) and result.candidate_scores is None
     assert len(np.unique(result.images[:, 0, 0, 0])) == 10
+
+
+def test_fixed_selection_keeps_one_sample_for_every_epoch(tmp_path):
+    """ROWL's background class: the same n pool images each epoch (augmented afresh)."""
+    miner = OutlierMiner(pool_with_brightness(tmp_path), 40, 10, strategy="fixed", augment=False)
+    first, later = miner.mine(0, None), miner.mine(5, None)
+    assert np.array_equal(np.sort(first.positions), np.sort(later.positions))
+    assert np.array_equal(first.images, later.images)
+    random = OutlierMiner(pool_with_brightness(tmp_path), 40, 10, strategy="random", augment=False)
+    assert not np.array_equal(random.mine(0, None).images, random.mine(5, None).images)

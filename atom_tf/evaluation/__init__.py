@@ -2,11 +2,14 @@
 reports, the open-world detector, and the reproduction suite.
 
 Importing the package registers every built-in threat model (`corruption_threats` adds the
-corruption and compositional ones to `threats`' registry)."""
+corruption and compositional ones to `threats`' registry) and scorer (`mahalanobis`)."""
 
 from __future__ import annotations
 
-from atom_tf.evaluation import corruption_threats  # noqa: F401  (registers its threat models)
+from atom_tf.evaluation import (
+    corruption_threats,  # noqa: F401  (registers its threat models)
+    mahalanobis,  # noqa: F401  (registers its scorer)
+)
 
 
 def __getattr__(name: str):

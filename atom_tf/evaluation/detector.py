@@ -44,6 +44,7 @@ class Detector:
     threshold: float | None = None
     batch_size: int = 256
     strategy: tf.distribute.Strategy | None = None  # every batch split over its replicas
+    scorer_params: dict | None = None  # constants a fitted scorer chose (ODIN's η, ...)
 
     def __post_init__(self) -> None:
         self._score = tf.function(
@@ -52,6 +53,10 @@ class Detector:
         self._classify = tf.function(
             lambda x: tf.argmax(self.logits(x)[:, : self.num_classes], -1), reduce_retracing=True
         )
+
+    def scorer_summary(self) -> dict:
+        """The fitted scorer's scalar constants and choices (arrays left out)."""
+        return {k: v for k, v in (self.scorer_params or {}).items() if not isinstance(v, list)}
 
     def logits(self, images: tf.Tensor) -> tf.Tensor:
         return self.network(images, training=False)
@@ -114,9 +119,35 @@ def load_detector(
     scorer: str | None = None,
     recompute_threshold: bool = False,
     overrides: dict | None = None,
+    scorer_options: dict | None = None,
 ) -> Detector:
     """Loads a trained run as a Detector with its 95%-TPR threshold (cached in the run)."""
-    return load_run(run_dir, scorer, recompute_threshold, overrides)[0]
+    return load_run(run_dir, scorer, recompute_threshold, overrides, scorer_options=scorer_options)[
+        0
+    ]
+
+
+def fitted_scorer(
+    scorer: Scorer, run_dir: str, network: keras.Model, config: dict, data: InDistributionData,
+    options: dict, write: bool = True,
+) -> tuple[Scorer, dict]:  # fmt: skip
+    """The scorer with its constants chosen on the run's calibration data (atom_tf.evaluation.
+    calibration), cached in run_dir/scorer_<name>.json for these options."""
+    from atom_tf.evaluation.calibration import load_calibration
+
+    path = os.path.join(run_dir, f"scorer_{scorer.name}.json")
+    params = None
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        params = saved["params"] if saved.get("options") == options else None
+    if params is None:
+        params = scorer.fit(load_calibration(network, config, data), options)
+        if write:
+            with open(f"{path}.tmp", "w") as f:
+                json.dump({"options": options, "params": params}, f)
+            os.replace(f"{path}.tmp", path)
+    return scorer.bind(params, network, data.num_classes), params
 
 
 def load_run(
@@ -125,26 +156,39 @@ def load_run(
     recompute_threshold: bool = False,
     overrides: dict | None = None,
     strategy: tf.distribute.Strategy | None = None,
+    scorer_options: dict | None = None,
 ) -> tuple[Detector, dict, InDistributionData]:
     """The detector of a run, its configuration and its in-distribution data; with a
-    `strategy`, its batches are split over the replicas."""
+    `strategy`, its batches are split over the replicas. Scorers with constants to choose
+    (ODIN, Mahalanobis) are fitted on the run's calibration data first (once, then cached)."""
     network, config, data = load_network(run_dir, overrides, strategy)
     method = method_for(config)
     name = scorer or method.scorer
     chosen = get_scorer(name)
     if chosen.kplus1_only and not method.kplus1:
         raise InvalidConfigError(
-            f"scorer {name!r} needs a K+1 model; {config['method']!r} is K-way"
+            f"scorer {name!r} needs outputs beyond the K classes; {config['method']!r} is K-way"
         )
-    detector = Detector(network, data.num_classes, chosen, strategy=strategy)
+    writer = strategy is None or is_chief(strategy)
+    params = None
+    if chosen.fit is not None:
+        chosen, params = fitted_scorer(
+            chosen, run_dir, network, config, data, scorer_options or {}, writer
+        )
+    detector = Detector(network, data.num_classes, chosen, strategy=strategy, scorer_params=params)
     path = os.path.join(run_dir, f"threshold_{name}.json")
+    record = None
     if os.path.exists(path) and not recompute_threshold:
         with open(path) as f:
-            detector.threshold = float(json.load(f)["threshold"])
+            record = json.load(f)
+    if record is not None and record.get("params") == params:
+        detector.threshold = float(record["threshold"])
     else:
         detector.calibrate(data.x_test)
-        if strategy is not None and not is_chief(strategy):
+        if not writer:
             return detector, config, data
         with open(path, "w") as f:
-            json.dump({"threshold": detector.threshold, "tpr": 0.95, "scorer": name}, f)
+            json.dump(
+                {"threshold": detector.threshold, "tpr": 0.95, "scorer": name, "params": params}, f
+            )
     return detector, config, data

@@ -38,6 +38,7 @@ class EvalSettings:
     ood_sets: tuple[str, ...]
     threats: tuple[str, ...] = ("natural", "linf")
     scorer: str | None = None
+    scorer_options: dict = dataclasses.field(default_factory=dict)  # e.g. ODIN's T and η
     attack: AttackSettings = dataclasses.field(default_factory=AttackSettings)
     max_ood_images: int | None = None
     batch_size: int = 256
@@ -49,6 +50,8 @@ class EvalSettings:
         d = dataclasses.asdict(self)
         for key in ("ood_sets", "threats", "batch_size", "jit_compile"):
             d.pop(key)
+        if not d["scorer_options"]:  # results written before scorer options keep their identity
+            d.pop("scorer_options")
         return d
 
 
@@ -70,7 +73,7 @@ def ood_scores(
     per image (e.g. the winning corruption). `shared` carries results between the threat
     models of one image set (the compositional threat reuses the corruption search)."""
     ctx = ThreatContext(
-        logits_fn=detector.logits,
+        logits_fn=detector.scorer.attack_outputs or detector.logits,
         scorer=detector.scorer,
         num_classes=detector.num_classes,
         attack=settings.attack,
@@ -104,7 +107,7 @@ def evaluate(
     for threat in settings.threats:
         get_threat(threat)  # unknown names fail before any work
     detector, config, data = load_run(run_dir, settings.scorer, overrides=overrides,
-                                      strategy=strategy)  # fmt: skip
+                                      strategy=strategy, scorer_options=settings.scorer_options)  # fmt: skip
     if strategy is not None and not is_chief(strategy):
         results_dir, verbose = tempfile.mkdtemp(prefix="atom_tf_worker_eval_"), False
     scorer_name = detector.scorer.name
@@ -125,6 +128,7 @@ def evaluate(
             "threats": list(settings.threats),
         },
         "threshold": threshold,
+        "scorer_params": detector.scorer_summary(),
         "in_distribution": {
             "test_images": len(data.x_test),
             "accuracy": 100 * float(np.mean(predictions == data.y_test)),

@@ -1,9 +1,12 @@
 """Detection scorers (higher = more in-distribution) and the attacker objective each declares.
 
 A scorer maps (logits function, images) to scores; `objective` is what L∞ PGD maximises
-against it (PROTOCOL §5): -log F(x)_{K+1} for K+1 models, -(1/K) Σ_i log F(x)_i otherwise.
+against it (PROTOCOL §5, paper Appendix B.4): -log F(x)_{K+1} for K+1 models (eq. 118),
+-(1/K) Σ_i log F(x)_i for MSP-style scores (eq. 115), -log Σ_{i>K} F(x)_i for SOFL (eq. 117).
 `adaptive_objective` is the scorer's own score (an adaptive attack none of the anchors run).
-Adding a scorer is one function registered here and one test.
+A scorer with constants to choose (ODIN's η, Mahalanobis' statistics) has `fit`, which
+chooses them on a `Calibration` (never on the OOD test sets), and `bind`, which returns the
+scorer with those constants. Adding a scorer is one function registered here and one test.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from atom_tf.evaluation.metrics import fpr_at_tpr
 from atom_tf.registry import Registry
-from atom_tf.training.objectives import kplus1_ce
+from atom_tf.training.objectives import kplus1_ce, reject_log_probability
 
 LogitsFn = Callable[[tf.Tensor], tf.Tensor]
 
@@ -27,7 +31,13 @@ class Scorer:
     score: Callable[[LogitsFn, tf.Tensor, int], tf.Tensor]
     objective: Callable[[tf.Tensor, int], tf.Tensor]
     adaptive_objective: Callable[[tf.Tensor, int], tf.Tensor] | None = None
-    kplus1_only: bool = False
+    kplus1_only: bool = False  # needs outputs beyond the K classes
+    # (Calibration, options) -> JSON-able constants, chosen without the OOD test sets
+    fit: Callable[..., dict] | None = None
+    # (constants, network, K) -> the scorer with those constants
+    bind: Callable[..., Scorer] | None = None
+    # what the attack differentiates (x -> values its objective reads); None: the logits
+    attack_outputs: Callable[[tf.Tensor], tf.Tensor] | None = None
 
     def attack_objective(
         self, num_classes: int, adaptive: bool = False
@@ -89,33 +99,79 @@ register_scorer(
 )
 
 
-@dataclasses.dataclass
-class OdinSettings:
-    """ODIN (Liang et al., 2018): temperature T and input-perturbation size η."""
+def odin_score(temperature: float, epsilon: float):
+    """ODIN (Liang et al., 2018): max_i softmax(f(x̃)/T)_i with
+    x̃ = x - η · sign(-∇_x log max_i softmax(f(x)/T)_i)."""
 
-    temperature: float = 1000.0
-    epsilon: float = 0.0014
+    def score(logits_fn, images, num_classes):
+        images = tf.convert_to_tensor(images)
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            log_msp = tf.reduce_sum(tf.math.log(_msp(logits_fn(images), num_classes, temperature)))
+        gradient = tape.gradient(log_msp, images)
+        perturbed = tf.clip_by_value(images + epsilon * tf.sign(gradient), 0.0, 1.0)
+        return _msp(logits_fn(perturbed), num_classes, temperature)
+
+    return score
 
 
-ODIN = OdinSettings()
+ODIN_ETAS = tuple(round(0.0002 * i, 4) for i in range(21))  # Liang et al.'s grid, 0 to 0.004
 
 
-def _odin_score(logits_fn, images, num_classes):
-    """max_i softmax(f(x̃)/T)_i with x̃ = x - η · sign(-∇_x log max_i softmax(f(x)/T)_i)."""
-    images = tf.convert_to_tensor(images)
-    with tf.GradientTape() as tape:
-        tape.watch(images)
-        log_msp = tf.reduce_sum(tf.math.log(_msp(logits_fn(images), num_classes, ODIN.temperature)))
-    gradient = tape.gradient(log_msp, images)
-    perturbed = tf.clip_by_value(images + ODIN.epsilon * tf.sign(gradient), 0.0, 1.0)
-    return _msp(logits_fn(perturbed), num_classes, ODIN.temperature)
+def _fit_odin(calibration, options: dict) -> dict:
+    """η from ODIN_ETAS (T = 1000) with the lowest FPR95 on the calibration's in-distribution
+    and pool images (paper Appendix B.3); a given `epsilon` option is used as it is."""
+    temperature = float(options.get("temperature", 1000.0))
+    if options.get("epsilon") is not None:
+        return {"temperature": temperature, "epsilon": float(options["epsilon"])}
+    eta = tf.Variable(0.0)  # one traced score for the whole grid
+    score, fprs = odin_score(temperature, eta), {}
+    for value in ODIN_ETAS:
+        eta.assign(value)
+        fprs[value] = 100 * fpr_at_tpr(*calibration.scores(score))
+    best = min(ODIN_ETAS, key=lambda value: fprs[value])  # the smallest η among equals
+    return {"temperature": temperature, "epsilon": best,
+            "validation_fpr95": {str(k): v for k, v in fprs.items()}}  # fmt: skip
+
+
+def _bind_odin(params: dict, network, num_classes: int) -> Scorer:
+    temperature, epsilon = params["temperature"], params["epsilon"]
+    return dataclasses.replace(
+        SCORERS.get("odin"),
+        score=odin_score(temperature, epsilon),
+        adaptive_objective=lambda logits, k: _msp(logits, k, temperature),
+    )
 
 
 register_scorer(
     Scorer(
         "odin",
-        _odin_score,
+        odin_score(1000.0, 0.0014),
         mean_class_ce,
-        adaptive_objective=lambda logits, k: _msp(logits, k, ODIN.temperature),
+        adaptive_objective=lambda logits, k: _msp(logits, k, 1000.0),
+        fit=_fit_odin,
+        bind=_bind_odin,
     )
+)
+# SOFL (Mohseni et al., 2020): in-distribution-ness = -Σ_{i>K} F(x)_i over its reject classes;
+# attacked with eq. 117, -log Σ_{i>K} F(x)_i.
+register_scorer(
+    Scorer(
+        "sofl",
+        lambda fn, x, k: -tf.exp(reject_log_probability(fn(x), k)),
+        objective=lambda logits, k: -reject_log_probability(logits, k),
+        adaptive_objective=lambda logits, k: -tf.exp(reject_log_probability(logits, k)),
+        kplus1_only=True,
+    )
+)
+
+
+def _rowl_score(logits_fn, images, num_classes):
+    """ROWL (Sehwag et al., 2019): binary, 1 unless the background class wins the argmax."""
+    predicted = tf.argmax(logits_fn(images), axis=-1, output_type=tf.int32)
+    return tf.cast(predicted < num_classes, tf.float32)
+
+
+register_scorer(
+    Scorer("rowl", _rowl_score, objective=lambda logits, k: kplus1_ce(logits), kplus1_only=True)
 )
