@@ -108,7 +108,8 @@ def test_results_record_the_chosen_constants(standard_run, tmp_path):
     results = evaluate(standard_run, str(tmp_path / "eval"), settings, verbose=False)
     assert results["scorer_params"]["epsilon"] in MAHALANOBIS_ETAS
     assert "means" not in results["scorer_params"]  # arrays stay in the run's scorer file
-    saved = json.loads(open(os.path.join(standard_run, "scorer_mahalanobis.json")).read())
+    with open(os.path.join(standard_run, "scorer_mahalanobis.json")) as f:
+        saved = json.load(f)
     assert len(saved["params"]["means"]) == 3
 
 
