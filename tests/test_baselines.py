@@ -114,3 +114,27 @@ def test_rowl_attacks_every_outlier_and_the_in_distribution_batch(rng):
 def test_acet_and_oe_share_the_uniform_objective():
     assert get_method("acet").pgd_objective() is uniform_ce
     assert get_method("acet").outlier_weight == 1.0 and get_method("oe").outlier_weight == 0.5
+
+
+def test_ccu_is_uniform_far_from_the_data_and_the_classifier_near_it(rng):
+    from atom_tf.training.ccu import initialise_ccu, wrap_ccu
+
+    method = get_method("ccu")
+    base = tiny_network(3)
+    network = wrap_ccu(base, 3, centres=4)
+    data = (rng.random((64, 32, 32, 3)) * 40 + 100).astype(np.uint8)  # grey images
+    outliers = (rng.random((64, 32, 32, 3)) * 255).astype(np.uint8)  # noise
+    initialise_ccu(network, data, outliers, seed=0)
+    near = network(tf.constant(data[:8], tf.float32) / 255).numpy()
+    far = network(tf.constant(outliers[:8], tf.float32) / 255).numpy()
+    np.testing.assert_allclose(np.exp(near).sum(-1), 1.0, rtol=1e-4)  # log-probabilities
+    np.testing.assert_allclose(far, np.log(1 / 3), atol=1e-3)  # uniform on the noise
+    classifier = tf.nn.log_softmax(base(tf.constant(data[:8], tf.float32) / 255)).numpy()
+    np.testing.assert_allclose(near, classifier, atol=1e-3)  # the classifier on the data
+    model = RobustOODModel(network, method, 3)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=False)
+    batches = (tf.constant(data[:16], tf.float32) / 255, tf.constant(rng.integers(0, 3, 16)),
+               tf.constant(outliers[:16], tf.float32) / 255)  # fmt: skip
+    history = model.fit(tf.data.Dataset.from_tensors(batches).repeat(), epochs=3,
+                        steps_per_epoch=5, verbose=0).history  # fmt: skip
+    assert np.all(np.isfinite(history["loss"])) and history["loss"][-1] < history["loss"][0]

@@ -138,3 +138,32 @@ def test_init_from_copies_the_standard_network_and_keeps_new_reject_outputs(stan
 
     with pytest.raises(InvalidConfigError, match="not wrn_40_2"):
         initialise_from_run(target, sofl, 10, None, standard_run, "digits", "wrn_40_2")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "method, extra",
+    [("sofl", {"init_from": True, "out_batch": 320}), ("energy", {"init_from": True, "learning_rate": 0.001}),
+     ("ccu", {}), ("rowl", {"num_candidates": 256, "num_selected": 256}), ("acet", {}),
+     ("atom_energy", {"num_candidates": 1024, "num_selected": 256})],
+)  # fmt: skip
+def test_each_baseline_trains_resumes_and_is_evaluated(standard_run, tmp_path, method, extra):
+    from atom_tf.evaluation.runner import EvalSettings, evaluate
+    from atom_tf.evaluation.threats import AttackSettings
+
+    extra = dict(extra)
+    if extra.pop("init_from", False):  # fine-tuned at a tenth of the rate
+        extra = {"init_from": standard_run, "learning_rate": 0.01, **extra}
+    config = TrainConfig(method=method, **{**FAST, "num_selected": 512, **extra})
+    run = str(tmp_path / method)
+    summary = train(config, run, verbose=0)
+    with open(os.path.join(run, "history.jsonl")) as f:
+        losses = [json.loads(line)["loss"] for line in f]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    assert train(config, run, verbose=0) == summary  # finished earlier: nothing redone
+    settings = EvalSettings(("uniform_noise",), ("natural", "linf"),
+                            attack=AttackSettings(steps=2), max_ood_images=32)  # fmt: skip
+    results = evaluate(run, str(tmp_path / "eval"), settings, verbose=False)
+    expected = {"sofl": "sofl", "rowl": "rowl", "energy": "energy", "atom_energy": "energy"}
+    assert results["settings"]["scorer"] == expected.get(method, "msp")
+    assert 0 <= results["average"]["linf"]["fpr95"] <= 100

@@ -26,6 +26,7 @@ import dataclasses
 from collections.abc import Callable
 
 from atom_tf.registry import Registry
+from atom_tf.training import ccu
 from atom_tf.training.objectives import (
     Objective,
     best_reject_ce,
@@ -63,6 +64,8 @@ class Method:
     wrap_network: Callable | None = None
     # (network, x_in, x_out) -> scalar added to the loss (CCU's density term)
     extra_loss: Callable | None = None
+    # (network, uint8 training images, uint8 pool images, seed): set up before the first epoch
+    prepare: Callable | None = None
 
     @property
     def kplus1(self) -> bool:
@@ -133,6 +136,10 @@ _energy = energy_hinge_out(-5.0)
 register_method(
     Method("energy", 0, False, "random", _energy, 0.1, "energy", mining_score=None,
            in_regularizer=energy_hinge_in(-23.0), configure=_energy_margins)
+)  # fmt: skip
+register_method(
+    Method("ccu", 0, False, "random", uniform_ce, 1.0, "msp", mining_score=None,
+           wrap_network=ccu.wrap_ccu, extra_loss=ccu.ccu_density_loss, prepare=ccu.initialise_ccu)
 )  # fmt: skip
 register_method(
     Method("atom_energy", 0, True, "window", _energy, 0.1, "energy",

@@ -320,6 +320,9 @@ def train(
     if last is not None and verbose:
         print(f"resuming {run_dir} after epoch {last + 1} of {config.epochs}", flush=True)
     jit = resolve_jit_compile(config.jit_compile)
+    if last is None and method.prepare is not None:
+        outliers = miner.pool.read(0, 10_000) if miner is not None else np.zeros((0, 32, 32, 3))
+        method.prepare(model.network, data.x_train, outliers, config.seed)
     if last is None and config.init_from:
         initialise_from_run(model.network, method, data.num_classes, data.normalization,
                             config.init_from, config.dataset, config.model)  # fmt: skip
