@@ -30,7 +30,8 @@ flags.DEFINE_string(
 flags.DEFINE_list(
     "suite",
     ["atom", "ntom", "oe"],
-    "Entries to run: atom, ntom, oe, atom_random, atom_q<q> (ATOM with window quantile q).",
+    "Entries to run: atom, ntom, oe, msp, odin, mahalanobis, sofl, acet, ccu, rowl, energy, "
+    "atom_energy, atom_random, atom_q<q> (ATOM with window quantile q).",
 )
 flags.DEFINE_string(
     "runs_dir", "runs/suite", "Runs go to <runs_dir>/<entry>; the table to <runs_dir>."
@@ -39,6 +40,12 @@ flags.DEFINE_multi_string(
     "train_flag",
     [],
     "A training flag added to every entry's (repeatable), e.g. --train_flag=--epochs=3.",
+)
+flags.DEFINE_string(
+    "entry_flags_dir",
+    "",
+    "Folder of per-entry training flag files (<run>.flags, e.g. sofl.flags: the baselines' "
+    "batches and schedules for this suite's dataset), read after the entry's own flags.",
 )
 flags.DEFINE_bool("dry_run", False, "Print the commands without running them.")
 flags.DEFINE_string(
@@ -63,6 +70,8 @@ def main(argv: list[str]) -> None:
     ):
         if path and not os.path.isfile(path):
             raise InvalidConfigError(f"{name}: no file {path}")
+    if FLAGS.entry_flags_dir and not os.path.isdir(FLAGS.entry_flags_dir):
+        raise InvalidConfigError(f"--entry_flags_dir: no folder {FLAGS.entry_flags_dir}")
     entries = [get_suite_entry(name) for name in FLAGS.suite]
     both = [f"--{name}={FLAGS[name].value}" for name in ("distribution", "tpu")
             if FLAGS[name].value]  # fmt: skip
@@ -77,7 +86,8 @@ def main(argv: list[str]) -> None:
     ]
     bin_dir = os.path.dirname(os.path.abspath(__file__))
     run_suite(entries, FLAGS.train_flagfile, FLAGS.eval_flagfile, FLAGS.runs_dir, bin_dir,
-              dry_run=FLAGS.dry_run, plots=FLAGS.plots, chief=is_chief_task())  # fmt: skip
+              dry_run=FLAGS.dry_run, plots=FLAGS.plots, chief=is_chief_task(),
+              entry_flags_dir=FLAGS.entry_flags_dir)  # fmt: skip
 
 
 if __name__ == "__main__":

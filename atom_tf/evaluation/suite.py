@@ -1,6 +1,7 @@
 """Entries of a reproduction suite (`bin/reproduce.py --suite=...`): each is a method, or an
 ablation of one, as the command-line flags it adds to the suite's training and evaluation
-flagfiles. Adding an entry is one `register_suite_entry` call."""
+flagfiles (and a suite's `<entry_flags_dir>/<run>.flags`, where it has one, after those).
+Adding an entry is one `register_suite_entry` call."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def register_suite_entry(entry: SuiteEntry) -> SuiteEntry:
     return SUITE_ENTRIES.register(entry.name)(entry)
 
 
-# Table 1's baselines (paper Appendix B.3). MSP, ODIN and Mahalanobis score one standard run.
-# SOFL and the energy regulariser fine-tune it (SOFL: the paper's second phase at 64 + 320).
+# Table 1's baselines (paper Appendix B.3). MSP, ODIN and Mahalanobis score one standard run;
+# SOFL's second phase and the energy regulariser fine-tune it. Their batch sizes, schedules and
+# pool samples differ per dataset: a suite's entry flag files give them (`--entry_flags_dir`).
 register_suite_entry(SuiteEntry("msp", ("--method=standard",), run="standard"))
 register_suite_entry(SuiteEntry("odin", ("--method=standard",), ("--scorer=odin",), "standard"))
 register_suite_entry(
@@ -42,21 +44,9 @@ register_suite_entry(
 )
 register_suite_entry(SuiteEntry("acet", ("--method=acet",)))
 register_suite_entry(SuiteEntry("ccu", ("--method=ccu",)))
-register_suite_entry(
-    SuiteEntry("sofl", ("--method=sofl", "--init_from={runs_dir}/standard", "--in_batch=64",
-                        "--out_batch=320"))
-)  # fmt: skip
-# ROWL's background class: a fixed pool sample of a tenth of the training set (5,000 for
-# CIFAR-10), mixed into batches of 128 in proportion (116 + 12).
-register_suite_entry(
-    SuiteEntry("rowl", ("--method=rowl", "--in_batch=116", "--out_batch=12",
-                        "--num_selected=5000", "--num_candidates=5000"))
-)  # fmt: skip
-# Liu et al. fine-tune a trained classifier at learning rate 0.001 with the energy regulariser.
-register_suite_entry(
-    SuiteEntry("energy", ("--method=energy", "--init_from={runs_dir}/standard",
-                          "--learning_rate=0.001", "--lr_decay_epochs="))
-)  # fmt: skip
+register_suite_entry(SuiteEntry("sofl", ("--method=sofl", "--init_from={runs_dir}/standard")))
+register_suite_entry(SuiteEntry("rowl", ("--method=rowl",)))
+register_suite_entry(SuiteEntry("energy", ("--method=energy", "--init_from={runs_dir}/standard")))
 register_suite_entry(SuiteEntry("atom_energy", ("--method=atom_energy",)))
 register_suite_entry(SuiteEntry("atom", ("--method=atom",)))
 register_suite_entry(SuiteEntry("ntom", ("--method=ntom",)))

@@ -25,12 +25,18 @@ def results_dir(runs_dir: str, entry: SuiteEntry) -> str:
 
 
 def stage_commands(
-    entry: SuiteEntry, train_flagfile: str, eval_flagfile: str, runs_dir: str, bin_dir: str
-) -> dict[str, list[str]]:
+    entry: SuiteEntry, train_flagfile: str, eval_flagfile: str, runs_dir: str, bin_dir: str,
+    entry_flags_dir: str = "",
+) -> dict[str, list[str]]:  # fmt: skip
+    """The training and evaluation command lines of an entry. The training reads the suite's
+    flagfile, the entry's flags, then `<entry_flags_dir>/<run>.flags` if that file exists (the
+    entry's batch sizes, schedule or pool sample for this suite's dataset)."""
     run_dir = os.path.join(runs_dir, entry.run_name)
     train = [sys.executable, os.path.join(bin_dir, "train.py")]
     train += [f"--flagfile={train_flagfile}"] if train_flagfile else []
     train += [flag.replace("{runs_dir}", runs_dir) for flag in entry.train_flags]
+    own = os.path.join(entry_flags_dir, f"{entry.run_name}.flags") if entry_flags_dir else ""
+    train += [f"--flagfile={own}"] if own and os.path.isfile(own) else []
     train += [f"--output_dir={run_dir}"]
     evaluate = [sys.executable, os.path.join(bin_dir, "evaluate.py")]
     evaluate += [f"--flagfile={eval_flagfile}"] if eval_flagfile else []
@@ -67,13 +73,16 @@ def run_suite(
     dry_run: bool = False,
     plots: bool = True,
     chief: bool = True,
+    entry_flags_dir: str = "",
 ) -> dict | None:
     """Trains and evaluates every entry (resuming), then writes the combined table (the chief
     only, when every worker of a cluster runs the suite)."""
     os.makedirs(runs_dir, exist_ok=True)
     timings = Timings(os.path.join(runs_dir, "timings.json"))
     for number, entry in enumerate(entries, 1):
-        commands = stage_commands(entry, train_flagfile, eval_flagfile, runs_dir, bin_dir)
+        commands = stage_commands(
+            entry, train_flagfile, eval_flagfile, runs_dir, bin_dir, entry_flags_dir
+        )
         # The training is timed per run (entries sharing one share its time), the evaluation
         # per entry; a stage whose result existed before it ran did no work and adds no time.
         done = {
