@@ -79,10 +79,8 @@ def test_reproduce_trains_evaluates_and_tabulates_and_a_rerun_redoes_nothing(tmp
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("nothing to train") == 2
     assert again.stdout.count("scores found, not recomputed") == 2 * 2 * 4
-    assert json.loads((runs / "results.json").read_text())["rows"] == table["rows"] | {
-        name: {**row, "seconds": json.loads((runs / "timings.json").read_text())[name]}
-        for name, row in table["rows"].items()
-    }
+    assert json.loads((runs / "timings.json").read_text()) == timings  # no work, no time
+    assert json.loads((runs / "results.json").read_text())["rows"] == table["rows"]
 
 
 def test_reproduce_mistakes_are_one_line(tmp_path, tiny_suite):
@@ -94,3 +92,44 @@ def test_reproduce_mistakes_are_one_line(tmp_path, tiny_suite):
         assert result.returncode == 2, result.stderr[-2000:]
         lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
+
+
+def test_entries_sharing_a_run_and_entry_flag_files(tmp_path):
+    from atom_tf.evaluation.suite import get_suite_entry
+    from atom_tf.evaluation.suite_runner import stage_commands
+
+    (tmp_path / "sofl.flags").write_text("--out_batch=320\n")
+    (tmp_path / "standard.flags").write_text("--epochs=3\n")
+    runs = str(tmp_path / "runs")
+
+    def commands(name):
+        return stage_commands(get_suite_entry(name), "t.flags", "e.flags", runs, "bin",
+                              str(tmp_path))  # fmt: skip
+
+    odin, msp, sofl = commands("odin"), commands("msp"), commands("sofl")
+    assert odin["train"] == msp["train"]  # one standard run, trained once
+    assert f"--flagfile={tmp_path / 'standard.flags'}" in msp["train"]
+    assert f"--output_dir={runs}/standard" in odin["train"]
+    assert "--scorer=odin" in odin["evaluate"]
+    assert f"--results_dir={runs}/standard/eval_suite_odin" in odin["evaluate"]
+    assert f"--results_dir={runs}/standard/eval_suite_msp" in msp["evaluate"]
+    assert f"--init_from={runs}/standard" in sofl["train"]  # fine-tunes the suite's run
+    position = sofl["train"].index(f"--flagfile={tmp_path / 'sofl.flags'}")
+    assert position > sofl["train"].index("--method=sofl")  # entry files come last
+    assert not any("atom.flags" in c for c in commands("atom")["train"])  # none: nothing added
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "reproduce_cifar10_cpu",
+        "reproduce_table1_svhn",
+        "reproduce_table1_cifar10",
+        "reproduce_table1_cifar100",
+    ],
+)
+def test_every_baseline_suite_flagfile_resolves(name):
+    result = run([f"--flagfile=configs/{name}.flags", "--dry_run",
+                  "--suite=msp,odin,mahalanobis,sofl,oe,acet,ccu,rowl,energy,atom"])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count(" train: ") == 10

@@ -41,9 +41,10 @@ def combine(
             "seconds": timings.get(name, {}),
         }  # fmt: skip
     ordered = [t for t in THREATS if t in threats] + [t for t in threats if t not in THREATS]
-    published = {
+    published = {  # the paper's rows of the methods this suite measured
         method: {t: dict(zip(SUITE_METRICS, v, strict=True)) for t, v in row.items()}
         for method, row in published_rows(dataset_label).items()
+        if method in evaluations
     }
     return {"dataset": dataset_label, "threats": ordered, "rows": rows, "published": published}
 

@@ -315,7 +315,9 @@ def train(
             return json.load(f)
     if verbose:
         print(describe_run(config, data, model, miner, run_dir), flush=True)
-        batches = {"in": config.in_batch, "out": config.out_batch}
+        batches = {"in": config.in_batch}
+        if feed.out_batch:
+            batches["out"] = feed.out_batch
         print(describe_strategy(strategy, batches), flush=True)
     if last is not None and verbose:
         print(f"resuming {run_dir} after epoch {last + 1} of {config.epochs}", flush=True)
