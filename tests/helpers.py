@@ -44,3 +44,12 @@ def linear_network(num_outputs: int, seed: int = 0) -> keras.Model:
 
 def as_float(images: np.ndarray) -> tf.Tensor:
     return tf.constant(images, tf.float32) / 255.0
+
+
+def random_batch(rng, n_in: int = 8, n_out: int = 8):
+    """(x_in, y_in, x_out): random images in [0,1] and binary labels, a train step's input."""
+    return (
+        tf.constant(rng.random((n_in, 32, 32, 3)), tf.float32),
+        tf.constant(rng.integers(0, 2, n_in)),
+        tf.constant(rng.random((n_out, 32, 32, 3)), tf.float32),
+    )

@@ -17,6 +17,7 @@ from atom_tf.training.objectives import (
 )
 from atom_tf.training.train_step import RobustOODModel
 from tests.helpers import linear_network, tiny_network
+from tests.helpers import random_batch as batch
 
 LOGITS = np.array([[2.0, 0.0, -1.0, 3.0, 1.0], [0.0, 0.0, 0.0, -5.0, -2.0]], np.float32)
 
@@ -55,14 +56,6 @@ def test_sofl_and_rowl_scores_and_objectives():
     np.testing.assert_allclose(objective, -log_softmax(logits)[:, 3], rtol=1e-5)  # eq. 118
 
 
-def batch(rng, n_in=8, n_out=8):
-    return (
-        tf.constant(rng.random((n_in, 32, 32, 3)), tf.float32),
-        tf.constant(rng.integers(0, 2, n_in)),
-        tf.constant(rng.random((n_out, 32, 32, 3)), tf.float32),
-    )
-
-
 @pytest.mark.parametrize("name", ["standard", "acet", "sofl", "rowl", "energy", "atom_energy"])
 def test_training_lowers_each_baselines_loss(name, rng):
     method = method_for({"method": name, "reject_classes": 2, "margin_in": -3.0,
@@ -81,7 +74,7 @@ def test_sofl_network_has_r_reject_outputs():
     assert method_for({"method": "sofl"}).num_outputs(10) == 15
 
 
-@pytest.mark.parametrize("name", ["acet", "atom_energy"])
+@pytest.mark.parametrize("name", ["atom", "acet", "atom_energy"])
 def test_outlier_attack_stays_in_the_ball_and_raises_the_methods_objective(name, rng):
     method = get_method(name)
     model = RobustOODModel(linear_network(3), method, 3)
