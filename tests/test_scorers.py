@@ -57,7 +57,12 @@ def test_odin_perturbs_the_input_towards_higher_confidence(rng):
     assert np.all(odin >= plain)  # the perturbation raises the tempered max-softmax
 
 
-def test_defaults_and_unknown_names():
-    assert {"kplus1", "msp", "odin", "energy", "maxlogit"} <= set(scorer_names())
+def test_every_methods_default_scorer_is_registered_and_unknown_names_fail():
+    import atom_tf.evaluation  # noqa: F401  (registers mahalanobis)
+    from atom_tf.training.methods import get_method, method_names
+
+    names = set(scorer_names())
+    assert {"kplus1", "msp", "odin", "energy", "maxlogit", "mahalanobis", "sofl", "rowl"} <= names
+    assert all(get_method(m).scorer in names for m in method_names())
     with pytest.raises(InvalidConfigError, match="msp"):
-        get_scorer("mahalanobis")
+        get_scorer("vos")
