@@ -32,6 +32,8 @@ def test_a_user_mistake_prints_exactly_one_line(tmp_path):
         env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
     )  # fmt: skip
     assert result.returncode == 2
+    from atom_tf.training.methods import method_names
+
     assert result.stderr.splitlines() == [
-        "error: unknown method 'vos'; choose one of ['atom', 'ntom', 'oe']"
+        f"error: unknown method 'vos'; choose one of {method_names()}"
     ]

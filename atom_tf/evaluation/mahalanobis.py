@@ -36,7 +36,8 @@ def feature_model(network: keras.Model) -> keras.Model:
     tensors = [layer.input for layer in network.layers if isinstance(layer, POOLING)]
     if not tensors:
         raise InvalidConfigError(f"{network.name} has no pooling layer to take features from")
-    return keras.Model(network.inputs, tensors, name=f"{network.name}_features")
+    inputs = network.inputs[0] if len(network.inputs) == 1 else network.inputs
+    return keras.Model(inputs, tensors, name=f"{network.name}_features")
 
 
 def pooled_features(features: keras.Model, images: tf.Tensor) -> list[tf.Tensor]:

@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Callable
 
 from atom_tf.registry import Registry
-from atom_tf.training import ccu
+from atom_tf.training.ccu import ccu_density_loss, initialise_ccu, wrap_ccu
 from atom_tf.training.objectives import (
     Objective,
     best_reject_ce,
@@ -139,7 +139,7 @@ register_method(
 )  # fmt: skip
 register_method(
     Method("ccu", 0, False, "random", uniform_ce, 1.0, "msp", mining_score=None,
-           wrap_network=ccu.wrap_ccu, extra_loss=ccu.ccu_density_loss, prepare=ccu.initialise_ccu)
+           wrap_network=wrap_ccu, extra_loss=ccu_density_loss, prepare=initialise_ccu)
 )  # fmt: skip
 register_method(
     Method("atom_energy", 0, True, "window", _energy, 0.1, "energy",
