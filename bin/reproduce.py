@@ -48,6 +48,9 @@ flags.DEFINE_string(
     "batches and schedules for this suite's dataset), read after the entry's own flags.",
 )
 flags.DEFINE_bool("dry_run", False, "Print the commands without running them.")
+flags.DEFINE_bool(
+    "tabulate_only", False, "Run nothing: write the table of the entries' finished evaluations."
+)
 flags.DEFINE_string(
     "distribution", "", "Passed to every training and evaluation (see bin/train.py --helpfull)."
 )
@@ -86,7 +89,8 @@ def main(argv: list[str]) -> None:
     ]
     bin_dir = os.path.dirname(os.path.abspath(__file__))
     run_suite(entries, FLAGS.train_flagfile, FLAGS.eval_flagfile, FLAGS.runs_dir, bin_dir,
-              dry_run=FLAGS.dry_run, plots=FLAGS.plots, chief=is_chief_task(),
+              dry_run=FLAGS.dry_run, tabulate_only=FLAGS.tabulate_only, plots=FLAGS.plots,
+              chief=is_chief_task(),
               entry_flags_dir=FLAGS.entry_flags_dir)  # fmt: skip
 
 

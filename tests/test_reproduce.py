@@ -80,6 +80,12 @@ def test_reproduce_trains_evaluates_and_tabulates_and_a_rerun_redoes_nothing(tmp
     assert again.stdout.count("nothing to train") == 2
     assert again.stdout.count("scores found, not recomputed") == 2 * 2 * 4
     assert json.loads((runs / "timings.json").read_text()) == timings  # no work, no time
+    (runs / "results.md").unlink()
+    only = run([*tiny_suite, "--tabulate_only"])
+    assert only.returncode == 0 and "train:" not in only.stdout
+    assert (runs / "results.md").read_text() == markdown
+    missing = run([*tiny_suite, "--tabulate_only", "--suite=atom,ntom"])
+    assert missing.returncode == 2 and "ntom has no finished evaluation" in missing.stderr
     assert json.loads((runs / "results.json").read_text())["rows"] == table["rows"]
 
 

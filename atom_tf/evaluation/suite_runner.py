@@ -71,15 +71,17 @@ def run_suite(
     runs_dir: str,
     bin_dir: str,
     dry_run: bool = False,
+    tabulate_only: bool = False,
     plots: bool = True,
     chief: bool = True,
     entry_flags_dir: str = "",
 ) -> dict | None:
     """Trains and evaluates every entry (resuming), then writes the combined table (the chief
-    only, when every worker of a cluster runs the suite)."""
+    only, when every worker of a cluster runs the suite). `tabulate_only` runs nothing: the
+    table of the entries' finished evaluations."""
     os.makedirs(runs_dir, exist_ok=True)
     timings = Timings(os.path.join(runs_dir, "timings.json"))
-    for number, entry in enumerate(entries, 1):
+    for number, entry in enumerate([] if tabulate_only else entries, 1):
         commands = stage_commands(
             entry, train_flagfile, eval_flagfile, runs_dir, bin_dir, entry_flags_dir
         )
@@ -110,7 +112,10 @@ def run_suite(
         return None
     evaluations, seconds = {}, {}
     for entry in entries:
-        with open(os.path.join(results_dir(runs_dir, entry), "results.json")) as f:
+        path = os.path.join(results_dir(runs_dir, entry), "results.json")
+        if not os.path.exists(path):
+            raise UserError(f"{entry.name} has no finished evaluation ({path}); run the suite")
+        with open(path) as f:
             evaluations[entry.name] = json.load(f)
         train = timings.values.get(entry.run_name, {}).get("train")
         evaluate = timings.values.get(entry.name, {}).get("evaluate")
