@@ -8,8 +8,11 @@ network says. Each mixture: p(x|·) = Σ_k w_k exp(-‖W(x - m) - μ_k‖² / 2�
 the whitening of the in-distribution training images (eigenvalues floored at 1e-3 of the
 largest), centres from k-means on whitened training images / pool images, equal priors
 p(i) = p(o). The network outputs log p(y|x) (valid logits: MSP and eq. 115 read it as is).
-Training: CE on in-distribution, λ · uniform CE on outliers (as OE), plus the densities'
-discriminative term -log p(i|x_in) - log p(o|x_out).
+Training: CE on in-distribution and λ · uniform CE on outliers (as OE) of the combined
+prediction. The mixtures are fitted before the first epoch and then held fixed: trained jointly
+by SGD at the schedule's learning rate 0.1 (Meinke & Hein train them jointly), their
+log-densities, whose gradients grow with the input dimension (3,072), made the loss NaN within
+three steps.
 """
 
 from __future__ import annotations
@@ -36,10 +39,13 @@ class InputDensities(keras.layers.Layer):
         self.mixtures = {}
         for side in ("in", "out"):
             self.mixtures[side] = (
-                self.add_weight((centres, dim), initializer="random_normal", name=f"{side}_mu"),
-                self.add_weight((centres,), initializer="zeros", name=f"{side}_log_sigma"),
-                self.add_weight((centres,), initializer="zeros", name=f"{side}_logit_w"),
-            )
+                self.add_weight((centres, dim), initializer="random_normal", trainable=False,
+                                name=f"{side}_mu"),
+                self.add_weight((centres,), initializer="zeros", trainable=False,
+                                name=f"{side}_log_sigma"),
+                self.add_weight((centres,), initializer="zeros", trainable=False,
+                                name=f"{side}_logit_w"),
+            )  # fmt: skip
 
     def whiten(self, flat: tf.Tensor) -> tf.Tensor:
         return tf.matmul(flat - self.shift, self.whitening)
@@ -85,13 +91,6 @@ class CCUNetwork(keras.Model):
             axis=0,
         )  # fmt: skip
 
-    def density_loss(self, x_in: tf.Tensor, x_out: tf.Tensor) -> tf.Tensor:
-        """-mean log p(i|x_in) - mean log p(o|x_out): the densities' discriminative term."""
-        loss = -tf.reduce_mean(self.log_posteriors(x_in)[0])
-        if x_out.shape[0] != 0:
-            loss -= tf.reduce_mean(self.log_posteriors(x_out)[1])
-        return loss
-
 
 def wrap_ccu(base: keras.Model, num_classes: int, centres: int = CENTRES) -> CCUNetwork:
     network = CCUNetwork(base, num_classes, centres)
@@ -99,10 +98,6 @@ def wrap_ccu(base: keras.Model, num_classes: int, centres: int = CENTRES) -> CCU
         tf.zeros([1, *base.inputs[0].shape[1:]])
     )  # builds every variable (weights load by order)
     return network
-
-
-def ccu_density_loss(network: CCUNetwork, x_in: tf.Tensor, x_out: tf.Tensor) -> tf.Tensor:
-    return network.density_loss(x_in, x_out)
 
 
 def _kmeans(points: np.ndarray, centres: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """Training methods (PROTOCOL §2, paper Appendix B.3): a registry of small descriptions read by
 the trainer and the train step. Loss = mean CE(in, y) + λ · (mean ℓ_out(outliers)
-[+ mean ℓ_in(in-distribution)] [+ the method's extra term]).
+[+ mean ℓ_in(in-distribution)]).
 
 - standard: K outputs, no outliers (the network MSP, ODIN and Mahalanobis score).
 - atom:   K+1 outputs, mined outliers, half of each outlier batch attacked with PGD (eq. 4).
@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Callable
 
 from atom_tf.registry import Registry
-from atom_tf.training.ccu import ccu_density_loss, initialise_ccu, wrap_ccu
+from atom_tf.training.ccu import initialise_ccu, wrap_ccu
 from atom_tf.training.objectives import (
     Objective,
     best_reject_ce,
@@ -62,8 +62,6 @@ class Method:
     configure: Callable[[Method, dict], Method] | None = None
     # (network, num_classes) -> the network trained and evaluated (CCU's density model)
     wrap_network: Callable | None = None
-    # (network, x_in, x_out) -> scalar added to the loss (CCU's density term)
-    extra_loss: Callable | None = None
     # (network, uint8 training images, uint8 pool images, seed): set up before the first epoch
     prepare: Callable | None = None
 
@@ -139,7 +137,7 @@ register_method(
 )  # fmt: skip
 register_method(
     Method("ccu", 0, False, "random", uniform_ce, 1.0, "msp", mining_score=None,
-           wrap_network=wrap_ccu, extra_loss=ccu_density_loss, prepare=initialise_ccu)
+           wrap_network=wrap_ccu, prepare=initialise_ccu)
 )  # fmt: skip
 register_method(
     Method("atom_energy", 0, True, "window", _energy, 0.1, "energy",

@@ -140,8 +140,6 @@ class RobustOODModel(keras.Model):
             if method.in_regularizer is not None:
                 out_loss += tf.reduce_mean(method.in_regularizer(in_logits))
             loss = in_loss + method.outlier_weight * out_loss
-            if method.extra_loss is not None:
-                loss += method.extra_loss(self.network, x_in, x_out)
             # Gradients are summed over replicas: scale so their sum is the global mean.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled_loss = self.optimizer.scale_loss(loss / replicas)  # mixed_float16: × scale
