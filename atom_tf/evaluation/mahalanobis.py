@@ -73,13 +73,16 @@ class MahalanobisStatistics:
         if isinstance(eta, float) and eta == 0.0:
             return self.confidences(images)
         images = tf.convert_to_tensor(images, tf.float32)
+        layers = range(len(self.means))
+        with tf.GradientTape(persistent=True) as tape:  # one forward pass, a backward per layer
+            tape.watch(images)
+            clean = self.confidences(images)
+            totals = [tf.reduce_sum(clean[:, layer]) for layer in layers]
         columns = []
-        for layer in range(len(self.means)):
-            with tf.GradientTape() as tape:
-                tape.watch(images)
-                value = tf.reduce_sum(self.confidences(images)[:, layer])
-            step = eta * tf.sign(tape.gradient(value, images))
+        for layer in layers:
+            step = eta * tf.sign(tape.gradient(totals[layer], images))
             columns.append(self.confidences(tf.clip_by_value(images + step, 0.0, 1.0))[:, layer])
+        del tape
         return tf.stack(columns, axis=1)
 
 

@@ -72,7 +72,7 @@ class CCUNetwork(keras.Model):
         self.base, self.num_classes = base, num_classes
         self.density = InputDensities(int(np.prod(base.inputs[0].shape[1:])), centres)
 
-    def log_posteriors(self, images, training=False) -> tuple[tf.Tensor, tf.Tensor]:
+    def log_posteriors(self, images) -> tuple[tf.Tensor, tf.Tensor]:
         """(log p(i|x), log p(o|x)) with equal priors."""
         log_in, log_out = self.density(images)
         both = tf.stack([log_in, log_out], axis=-1)
