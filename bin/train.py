@@ -90,6 +90,12 @@ flags.DEFINE_string(
 flags.DEFINE_integer("reject_classes", 5, "R, SOFL's reject classes (paper: 10 for CIFAR-100).")
 flags.DEFINE_float("margin_in", -23.0, "Energy regulariser margin m_in (energy, atom_energy).")
 flags.DEFINE_float("margin_out", -5.0, "Energy regulariser margin m_out (energy, atom_energy).")
+flags.DEFINE_float(
+    "mixture_learning_rate",
+    1e-5,
+    "CCU's Gaussian mixtures' learning rate (at --learning_rate "
+    "0.1; it follows the same schedule).",
+)
 cli.define_distribution_flags()
 
 

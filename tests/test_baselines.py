@@ -109,25 +109,81 @@ def test_acet_and_oe_share_the_uniform_objective():
     assert get_method("acet").outlier_weight == 1.0 and get_method("oe").outlier_weight == 0.5
 
 
-def test_ccu_is_uniform_far_from_the_data_and_the_classifier_near_it(rng):
+def _ccu_network(rng, gradient_scale=1e-3):
     from atom_tf.training.ccu import initialise_ccu, wrap_ccu
 
-    method = get_method("ccu")
     base = tiny_network(3)
-    network = wrap_ccu(base, 3, centres=4)
-    data = (rng.random((64, 32, 32, 3)) * 40 + 100).astype(np.uint8)  # grey images
+    network = wrap_ccu(base, 3, centres=4, gradient_scale=gradient_scale)
+    colours = rng.random((64, 1, 1, 3)) * 40 + 100  # plain greyish images
+    data = np.broadcast_to(colours, (64, 32, 32, 3)).astype(np.uint8)
     outliers = (rng.random((64, 32, 32, 3)) * 255).astype(np.uint8)  # noise
     initialise_ccu(network, data, outliers, seed=0)
+    return base, network, data, outliers
+
+
+def test_ccu_is_uniform_far_from_the_data_and_the_classifier_near_it(rng):
+    base, network, data, outliers = _ccu_network(rng)
     near = network(tf.constant(data[:8], tf.float32) / 255).numpy()
     far = network(tf.constant(outliers[:8], tf.float32) / 255).numpy()
     np.testing.assert_allclose(np.exp(near).sum(-1), 1.0, rtol=1e-4)  # log-probabilities
     np.testing.assert_allclose(far, np.log(1 / 3), atol=1e-3)  # uniform on the noise
     classifier = tf.nn.log_softmax(base(tf.constant(data[:8], tf.float32) / 255)).numpy()
     np.testing.assert_allclose(near, classifier, atol=1e-3)  # the classifier on the data
-    model = RobustOODModel(network, method, 3)
+    model = RobustOODModel(network, get_method("ccu"), 3)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=False)
     batches = (tf.constant(data[:16], tf.float32) / 255, tf.constant(rng.integers(0, 3, 16)),
                tf.constant(outliers[:16], tf.float32) / 255)  # fmt: skip
     history = model.fit(tf.data.Dataset.from_tensors(batches).repeat(), epochs=3,
                         steps_per_epoch=5, verbose=0).history  # fmt: skip
     assert np.all(np.isfinite(history["loss"])) and history["loss"][-1] < history["loss"][0]
+    assert history["density_loss"][-1] < history["density_loss"][0]  # the mixtures fit better
+
+
+def test_scale_gradient_keeps_the_value_and_scales_the_gradient():
+    from atom_tf.training.ccu import scale_gradient
+
+    x = tf.Variable([1.0, -2.0])
+    with tf.GradientTape() as tape:
+        y = scale_gradient(x, 1e-3)
+        loss = tf.reduce_sum(y**2)
+    np.testing.assert_allclose(y.numpy(), x.numpy())
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), 1e-3 * 2 * x.numpy(), rtol=1e-5)
+
+
+def _one_step_changes(gradient_scale: float, weight_decay: float) -> list[tuple]:
+    """(is a mixture variable, its value, its change) per trainable variable, one SGD step."""
+    keras.utils.set_random_seed(0)
+    _, network, data, outliers = _ccu_network(np.random.default_rng(0), gradient_scale)
+    model = RobustOODModel(network, get_method("ccu"), 3, weight_decay=weight_decay)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False)
+    variables = network.trainable_variables
+    before = [v.numpy().copy() for v in variables]
+    batches = (tf.constant(data[:16], tf.float32) / 255, tf.constant(np.arange(16) % 3),
+               tf.constant(outliers[:16], tf.float32) / 255)  # fmt: skip
+    model.train_step(batches)
+    mixtures = {id(v) for v in network.density.mixture_variables}
+    return [(id(v) in mixtures, b, v.numpy() - b) for v, b in zip(variables, before, strict=True)]
+
+
+def test_ccu_mixtures_train_at_their_own_rate_without_weight_decay():
+    plain = _one_step_changes(0.1, 0.0)
+    decayed = _one_step_changes(0.1, 10.0)
+    scaled = _one_step_changes(1e-3, 0.0)
+    assert sum(mixture for mixture, _, _ in plain) == 4
+    for (mixture, value, change), (*_, with_decay), (*_, slower) in zip(
+        plain, decayed, scaled, strict=True
+    ):
+        assert np.abs(change).max() > 0
+        rounding = 4 * np.finfo(np.float32).eps * np.abs(value).max()  # of a float32 change
+        if mixture:  # untouched by weight decay, moved at 1 % of the rate
+            np.testing.assert_allclose(with_decay, change, rtol=1e-4, atol=rounding)
+            np.testing.assert_allclose(slower, 0.01 * change, rtol=1e-2, atol=rounding)
+        else:  # the classifier: decayed (lr 0.01 × decay 10), at the full rate
+            np.testing.assert_allclose(with_decay - change, -0.1 * value, rtol=1e-3, atol=1e-6)
+            np.testing.assert_allclose(slower, change, rtol=1e-4, atol=1e-7)
+
+
+def test_ccu_mixture_learning_rate_is_relative_to_the_base_rate():
+    method = method_for({"method": "ccu", "learning_rate": 0.1, "mixture_learning_rate": 1e-5})
+    network = method.wrap_network(tiny_network(3), 3)
+    assert network.density.gradient_scale == pytest.approx(1e-4)

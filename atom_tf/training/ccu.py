@@ -4,15 +4,20 @@ mixture densities on inputs for the in- and the out-distribution,
     p(y|x) = (p(y|x, i) p(x|i) p(i) + (1/K) p(x|o) p(o)) / (p(x|i) p(i) + p(x|o) p(o)),
 
 so that far from the in-distribution's mixture the prediction becomes uniform whatever the
-network says. Each mixture: p(x|·) = Σ_k w_k exp(-‖W(x - m) - μ_k‖² / 2σ_k²) / σ_k^D, with W
-the whitening of the in-distribution training images (eigenvalues floored at 1e-3 of the
-largest), centres from k-means on whitened training images / pool images, equal priors
-p(i) = p(o). The network outputs log p(y|x) (valid logits: MSP and eq. 115 read it as is).
-Training: CE on in-distribution and λ · uniform CE on outliers (as OE) of the combined
-prediction. The mixtures are fitted before the first epoch and then held fixed: trained jointly
-by SGD at the schedule's learning rate 0.1 (Meinke & Hein train them jointly), their
-log-densities, whose gradients grow with the input dimension (3,072), made the loss NaN within
-three steps.
+network says. Each mixture: p(x|·) = Σ_k w_k exp(-d(x, μ_k)² / 2σ_k²) / σ_k^D, equal weights
+and priors p(i) = p(o), with Meinke & Hein's PCA metric d(x, y) = ‖Λ^{-1/4} Vᵀ(x - y)‖ (V, Λ
+the principal axes and variances of in-distribution training images, Λ floored at 1e-6 of
+its largest value). Before the first epoch: centres by k-means on 10,000 training images and
+10,000 pool images, half of each as the training augmentation makes them and half clean (as
+test images come: fitted on augmented images alone, 22 % of clean CIFAR-10 test images fell
+to the out-mixture, 14 % this way), one σ per mixture (the root mean squared distance to the
+assigned centre per dimension). Training (their released code): CE on in-distribution images
+and λ · uniform CE on outliers of the combined prediction, plus the negative log-likelihood
+-log(p(x|i) p(i) + p(x|o) p(o)) of both batches (outliers × λ); centres and σ's train jointly
+at their own learning rate (1e-5 at the base rate 0.1, following the same schedule; at the
+base rate the log-densities, whose gradients grow with the 3,072 input dimensions, made the
+loss NaN within three steps), without weight decay. The network outputs log p(y|x) (valid
+logits: MSP and eq. 115 read it as is).
 """
 
 from __future__ import annotations
@@ -23,61 +28,94 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from atom_tf.data.augment import random_crop_flip, seed_for
+
 CENTRES = 100
 FIT_SAMPLES = 10_000
+EIGENVALUE_FLOOR = 1e-6
+MIXTURE_LEARNING_RATE = 1e-5  # at the base learning rate 0.1 (Meinke & Hein's lr_gmm)
+GRADIENT_SCALE = MIXTURE_LEARNING_RATE / 0.1
+
+
+def scale_gradient(value: tf.Tensor, scale: float) -> tf.Tensor:
+    """`value` in the forward pass, its gradient × `scale` in the backward pass: a variable
+    read through it trains at `scale` × the optimizer's learning rate (schedule included)."""
+    if scale == 1.0:
+        return value
+    return scale * value + (1.0 - scale) * tf.stop_gradient(value)
 
 
 class InputDensities(keras.layers.Layer):
-    """log p(x|i), log p(x|o) (up to a shared constant) of flattened images."""
+    """log p(x|i), log p(x|o) of flattened images (up to the metric's shared constant)."""
 
-    def __init__(self, dim: int, centres: int = CENTRES, **kwargs) -> None:
+    def __init__(
+        self, dim: int, centres: int = CENTRES, gradient_scale: float = GRADIENT_SCALE, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
-        self.dim, self.centres = dim, centres
+        self.dim, self.centres, self.gradient_scale = dim, centres, gradient_scale
         self.shift = self.add_weight((dim,), initializer="zeros", trainable=False, name="shift")
-        self.whitening = self.add_weight((dim, dim), initializer="identity", trainable=False,
-                                         name="whitening")  # fmt: skip
+        self.metric = self.add_weight((dim, dim), initializer="identity", trainable=False,
+                                      name="metric")  # fmt: skip
         self.mixtures = {}
         for side in ("in", "out"):
             self.mixtures[side] = (
-                self.add_weight((centres, dim), initializer="random_normal", trainable=False,
-                                name=f"{side}_mu"),
-                self.add_weight((centres,), initializer="zeros", trainable=False,
-                                name=f"{side}_log_sigma"),
-                self.add_weight((centres,), initializer="zeros", trainable=False,
-                                name=f"{side}_logit_w"),
-            )  # fmt: skip
+                self.add_weight((centres, dim), initializer="random_normal", name=f"{side}_mu"),
+                self.add_weight((centres,), initializer="zeros", name=f"{side}_log_sigma"),
+            )
 
-    def whiten(self, flat: tf.Tensor) -> tf.Tensor:
-        return tf.matmul(flat - self.shift, self.whitening)
+    @property
+    def mixture_variables(self) -> list:
+        """Centres and σ's: trained at the mixture learning rate, without weight decay."""
+        return [v for pair in self.mixtures.values() for v in pair]
+
+    def transform(self, flat: tf.Tensor) -> tf.Tensor:
+        """Coordinates in which the metric is Euclidean."""
+        return tf.matmul(flat - self.shift, self.metric)
 
     def call(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        z = self.whiten(tf.reshape(tf.cast(images, tf.float32), [-1, self.dim]))
+        z = self.transform(tf.reshape(tf.cast(images, tf.float32), [-1, self.dim]))
         return tuple(self._log_density(z, *self.mixtures[side]) for side in ("in", "out"))
 
-    def _log_density(self, z, mu, log_sigma, logit_w) -> tf.Tensor:
+    def _log_density(self, z, mu, log_sigma) -> tf.Tensor:
+        mu = scale_gradient(mu, self.gradient_scale)
+        log_sigma = scale_gradient(log_sigma, self.gradient_scale)
         squared = (tf.reduce_sum(z * z, -1, keepdims=True) - 2.0 * tf.matmul(z, mu, transpose_b=True)
                    + tf.reduce_sum(mu * mu, -1)[None])  # fmt: skip
-        log_components = (tf.nn.log_softmax(logit_w)[None] - self.dim * log_sigma[None]
+        log_components = (-self.dim * log_sigma[None]
                           - tf.nn.relu(squared) / (2.0 * tf.exp(2.0 * log_sigma))[None])  # fmt: skip
-        return tf.reduce_logsumexp(log_components, axis=-1)
+        return tf.reduce_logsumexp(log_components, axis=-1) - math.log(self.centres)
 
 
 class CCUNetwork(keras.Model):
     """Outputs log p(y|x) of the combined model (Meinke & Hein, eq. 2)."""
 
     def __init__(
-        self, base: keras.Model, num_classes: int, centres: int = CENTRES, **kwargs
+        self,
+        base: keras.Model,
+        num_classes: int,
+        centres: int = CENTRES,
+        gradient_scale: float = GRADIENT_SCALE,
+        **kwargs,
     ) -> None:
         super().__init__(name="ccu", **kwargs)
         self.base, self.num_classes = base, num_classes
-        self.density = InputDensities(int(np.prod(base.inputs[0].shape[1:])), centres)
+        dim = int(np.prod(base.inputs[0].shape[1:]))
+        self.density = InputDensities(dim, centres, gradient_scale)
+
+    @property
+    def undecayed_variables(self) -> list:
+        return self.density.mixture_variables
 
     def log_posteriors(self, images) -> tuple[tf.Tensor, tf.Tensor]:
         """(log p(i|x), log p(o|x)) with equal priors."""
         log_in, log_out = self.density(images)
-        both = tf.stack([log_in, log_out], axis=-1)
-        normaliser = tf.reduce_logsumexp(both, axis=-1)
+        normaliser = tf.reduce_logsumexp(tf.stack([log_in, log_out], axis=-1), axis=-1)
         return log_in - normaliser, log_out - normaliser
+
+    def negative_log_likelihood(self, images) -> tf.Tensor:
+        """-log(p(x|i) p(i) + p(x|o) p(o)) per image: the mixtures' generative loss."""
+        log_in, log_out = self.density(images)
+        return math.log(2.0) - tf.reduce_logsumexp(tf.stack([log_in, log_out], axis=-1), -1)
 
     def call(self, images, training=False):
         log_classifier = tf.nn.log_softmax(
@@ -92,49 +130,62 @@ class CCUNetwork(keras.Model):
         )  # fmt: skip
 
 
-def wrap_ccu(base: keras.Model, num_classes: int, centres: int = CENTRES) -> CCUNetwork:
-    network = CCUNetwork(base, num_classes, centres)
+def wrap_ccu(
+    base: keras.Model,
+    num_classes: int,
+    centres: int = CENTRES,
+    gradient_scale: float = GRADIENT_SCALE,
+) -> CCUNetwork:
+    network = CCUNetwork(base, num_classes, centres, gradient_scale)
     network(
         tf.zeros([1, *base.inputs[0].shape[1:]])
     )  # builds every variable (weights load by order)
     return network
 
 
-def _kmeans(points: np.ndarray, centres: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Centres and per-centre σ (root mean squared distance per dimension) of k-means."""
+def ccu_negative_log_likelihood(network: CCUNetwork, images: tf.Tensor) -> tf.Tensor:
+    return network.negative_log_likelihood(images)
+
+
+def _kmeans(points: np.ndarray, centres: int, seed: int) -> tuple[np.ndarray, float]:
+    """k-means centres and the mixture's σ (root mean squared distance to the assigned
+    centre, per dimension)."""
     from sklearn.cluster import KMeans
 
     fit = KMeans(centres, n_init=1, max_iter=50, random_state=seed).fit(points)
     squared = ((points - fit.cluster_centers_[fit.labels_]) ** 2).sum(-1)
-    counts = np.bincount(fit.labels_, minlength=centres)
-    mean_squared = np.bincount(fit.labels_, squared, minlength=centres) / np.maximum(counts, 1)
-    floor = np.median(mean_squared[counts > 1]) if np.any(counts > 1) else 1.0
-    sigma = np.sqrt(np.where(counts > 1, mean_squared, floor) / points.shape[1])
-    return fit.cluster_centers_, sigma
+    return fit.cluster_centers_, float(np.sqrt(max(squared.mean(), 1e-12) / points.shape[1]))
+
+
+def _half_augmented(images: np.ndarray, seed: int) -> np.ndarray:
+    """Every other image as the training augmentation makes it (random crop with 4-pixel zero
+    padding, flip), the others clean as test images come; flattened, in [0, 1]."""
+    augmented = random_crop_flip(tf.constant(images), tf.constant(seed_for(seed, 424242)))
+    augmented = augmented.numpy()
+    augmented[::2] = images[::2]
+    return augmented.reshape(len(images), -1).astype(np.float64) / 255.0
 
 
 def initialise_ccu(
     network: CCUNetwork, in_images: np.ndarray, outliers: np.ndarray, seed: int
 ) -> None:
-    """Whitening from the in-distribution training images, mixtures by k-means (before the
-    first epoch; a resumed run restores them with the weights)."""
+    """Metric from in-distribution training images, mixtures by k-means on them and on pool
+    images, half of each augmented (before the first epoch; a resumed run restores them with
+    the weights)."""
     rng = np.random.default_rng(seed)
     take = rng.choice(len(in_images), min(FIT_SAMPLES, len(in_images)), replace=False)
-    flat_in = in_images[take].reshape(len(take), -1).astype(np.float64) / 255.0
-    flat_out = outliers[:FIT_SAMPLES].reshape(-1, flat_in.shape[1]).astype(np.float64) / 255.0
+    flat_in = _half_augmented(in_images[take], seed)
+    flat_out = _half_augmented(outliers[:FIT_SAMPLES], seed + 1)
     mean = flat_in.mean(0)
     values, vectors = np.linalg.eigh(np.cov(flat_in - mean, rowvar=False))
-    values = np.maximum(values, 1e-3 * values.max())
-    whitening = vectors / np.sqrt(values)
+    values = np.maximum(values, EIGENVALUE_FLOOR * values.max())
+    metric = vectors / values**0.25
     density = network.density
     density.shift.assign(mean.astype(np.float32))
-    density.whitening.assign(whitening.astype(np.float32))
+    density.metric.assign(metric.astype(np.float32))
     centres = min(density.centres, len(flat_in), len(flat_out))
     for side, points in (("in", flat_in), ("out", flat_out)):
-        mu, sigma = _kmeans((points - mean) @ whitening, centres, seed)
-        mu_var, log_sigma, logit_w = density.mixtures[side]
-        full_mu = np.repeat(mu, -(-density.centres // centres), axis=0)[: density.centres]
-        full_sigma = np.repeat(sigma, -(-density.centres // centres))[: density.centres]
-        mu_var.assign(full_mu.astype(np.float32))
-        log_sigma.assign(np.log(full_sigma).astype(np.float32))
-        logit_w.assign(np.zeros(density.centres, np.float32))
+        mu, sigma = _kmeans((points - mean) @ metric, centres, seed)
+        mu_var, log_sigma = density.mixtures[side]
+        mu_var.assign(np.resize(mu, (density.centres, mu.shape[1])).astype(np.float32))
+        log_sigma.assign(np.full(density.centres, np.log(sigma), np.float32))

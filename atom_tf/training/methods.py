@@ -23,10 +23,16 @@ the trainer and the train step. Loss = mean CE(in, y) + λ · (mean ℓ_out(outl
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 from atom_tf.registry import Registry
-from atom_tf.training.ccu import initialise_ccu, wrap_ccu
+from atom_tf.training.ccu import (
+    MIXTURE_LEARNING_RATE,
+    ccu_negative_log_likelihood,
+    initialise_ccu,
+    wrap_ccu,
+)
 from atom_tf.training.objectives import (
     Objective,
     best_reject_ce,
@@ -64,6 +70,10 @@ class Method:
     wrap_network: Callable | None = None
     # (network, uint8 training images, uint8 pool images, seed): set up before the first epoch
     prepare: Callable | None = None
+    # (network, images) -> per-image generative loss of a density model (CCU's mixtures):
+    # its mean over the in-distribution batch + λ × its mean over the outliers joins the loss
+    density_loss: Callable | None = None
+    reads: tuple[str, ...] = ()  # the run settings `configure` reads
 
     @property
     def kplus1(self) -> bool:
@@ -112,6 +122,17 @@ def _reject_classes(method: Method, config: dict) -> Method:
     return dataclasses.replace(method, extra_outputs=reject, outlier_loss=best_reject_ce(reject))
 
 
+def _mixture_learning_rate(method: Method, config: dict) -> Method:
+    """CCU's mixtures at their own learning rate: their gradients are scaled by its ratio to
+    the base learning rate, so they follow the same schedule."""
+    ratio = config.get("mixture_learning_rate", MIXTURE_LEARNING_RATE) / config.get(
+        "learning_rate", 0.1
+    )
+    return dataclasses.replace(
+        method, wrap_network=functools.partial(wrap_ccu, gradient_scale=ratio)
+    )
+
+
 def method_for(config: dict) -> Method:
     """The method of a run configuration (config.json), with the constants it sets."""
     return get_method(config["method"]).configured(config)
@@ -124,7 +145,7 @@ register_method(Method("oe", 0, False, "random", uniform_ce, 0.5, "msp", mining_
 register_method(Method("acet", 0, True, "random", uniform_ce, 1.0, "msp", mining_score=None))
 register_method(
     Method("sofl", 5, False, "random", best_reject_ce(5), 5.0, "sofl", mining_score=None,
-           configure=_reject_classes)
+           configure=_reject_classes, reads=("reject_classes",))
 )  # fmt: skip
 register_method(
     Method("rowl", 1, True, "fixed", kplus1_ce, 1.0, "rowl", attacked_share=1.0,
@@ -133,14 +154,17 @@ register_method(
 _energy = energy_hinge_out(-5.0)
 register_method(
     Method("energy", 0, False, "random", _energy, 0.1, "energy", mining_score=None,
-           in_regularizer=energy_hinge_in(-23.0), configure=_energy_margins)
+           in_regularizer=energy_hinge_in(-23.0), configure=_energy_margins,
+           reads=("margin_in", "margin_out"))
 )  # fmt: skip
 register_method(
     Method("ccu", 0, False, "random", uniform_ce, 1.0, "msp", mining_score=None,
-           wrap_network=wrap_ccu, prepare=initialise_ccu)
+           wrap_network=wrap_ccu, prepare=initialise_ccu,
+           density_loss=ccu_negative_log_likelihood, configure=_mixture_learning_rate,
+           reads=("mixture_learning_rate",))
 )  # fmt: skip
 register_method(
     Method("atom_energy", 0, True, "window", _energy, 0.1, "energy",
            attack_objective=minus_free_energy, in_regularizer=energy_hinge_in(-23.0),
-           mining_score=free_energy, configure=_energy_margins)
+           mining_score=free_energy, configure=_energy_margins, reads=("margin_in", "margin_out"))
 )  # fmt: skip

@@ -4,7 +4,8 @@ baselines of atom_tf.training.methods are variations of the same step.
 One step: PGD (inference-mode model) on half of the outlier batch, then a single
 training-mode forward pass over [in-distribution, clean outliers, attacked outliers], so that
 batch-norm statistics come from the mixed batch (PROTOCOL §2). Loss = mean CE(in, y) +
-λ · mean ℓ_out(out), with PyTorch-style weight decay added to every gradient.
+λ · mean ℓ_out(out) (+ a method's in-distribution regulariser and density loss), with
+PyTorch-style weight decay added to every gradient but a density model's (`undecayed_variables`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class RobustOODModel(keras.Model):
         names = ["loss", "in_loss", "out_loss", "in_accuracy"]
         if method.kplus1 and method.uses_outliers:
             names.append("out_accuracy")
+        if method.density_loss is not None:
+            names.append("density_loss")
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
 
     def call(self, images, training=False):
@@ -140,6 +143,13 @@ class RobustOODModel(keras.Model):
             if method.in_regularizer is not None:
                 out_loss += tf.reduce_mean(method.in_regularizer(in_logits))
             loss = in_loss + method.outlier_weight * out_loss
+            if method.density_loss is not None:  # CCU's mixtures: their negative log-likelihood
+                nll = method.density_loss(self.network, images)
+                density = tf.reduce_mean(nll[:n_in])
+                if method.uses_outliers:
+                    density += method.outlier_weight * tf.reduce_mean(nll[n_in:])
+                loss += density
+                self.trackers["density_loss"].update_state(density)
             # Gradients are summed over replicas: scale so their sum is the global mean.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled_loss = self.optimizer.scale_loss(loss / replicas)  # mixed_float16: × scale
@@ -147,7 +157,9 @@ class RobustOODModel(keras.Model):
         # Weight decay joins the still-scaled per-replica gradients (summed over replicas, then
         # unscaled by apply()).
         decay = self.weight_decay * getattr(self.optimizer, "dynamic_scale", 1.0) / replicas
-        grads = [g + decay * v for g, v in zip(grads, variables, strict=True)]
+        undecayed = {v.path for v in getattr(self.network, "undecayed_variables", ())}
+        grads = [g if v.path in undecayed else g + decay * v
+                 for g, v in zip(grads, variables, strict=True)]  # fmt: skip
         self.optimizer.apply(grads, variables)
         self.trackers["loss"].update_state(loss)
         self.trackers["in_loss"].update_state(in_loss)

@@ -44,6 +44,7 @@ ADDED_LATER = {
     "reject_classes": 5,
     "margin_in": -23.0,
     "margin_out": -5.0,
+    "mixture_learning_rate": 1e-5,
 }
 
 
@@ -81,6 +82,7 @@ class TrainConfig:
     reject_classes: int = 5  # R, SOFL's reject classes
     margin_in: float = -23.0  # energy regulariser margins m_in, m_out (Liu et al., 2020)
     margin_out: float = -5.0
+    mixture_learning_rate: float = 1e-5  # CCU's Gaussian mixtures (at learning_rate 0.1)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -116,6 +118,10 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
+# Settings only some methods read (Method.reads).
+METHOD_SETTINGS = {"reject_classes", "margin_in", "margin_out", "mixture_learning_rate"}
+
+
 def canonical_config(record: dict) -> dict:
     """What decides a run's result: settings the run's method never reads (the window
     quantile under random selection, the pool of a method without outliers, a SOFL or energy
@@ -128,8 +134,7 @@ def canonical_config(record: dict) -> dict:
         unused |= {"quantile"}
     if not method.uses_outliers:
         unused |= {"pool", "pool_path", "num_candidates", "num_selected", "out_batch", "mining"}
-    if method.configure is None:
-        unused |= {"reject_classes", "margin_in", "margin_out"}
+    unused |= METHOD_SETTINGS - set(method.reads)
     return {k: (None if k in unused else v) for k, v in record.items()}
 
 
@@ -141,7 +146,7 @@ def validate_config(config: TrainConfig) -> None:
             f"--mining must be 'window', 'random' or 'fixed', not {config.mining!r}"
         )
     check_precision(config.precision)
-    for name in ("epochs", "in_batch", "out_batch"):
+    for name in ("epochs", "in_batch", "out_batch", "learning_rate", "mixture_learning_rate"):
         if getattr(config, name) <= 0:
             raise InvalidConfigError(f"--{name} must be positive (got {getattr(config, name)})")
     if config.out_batch % 2:
