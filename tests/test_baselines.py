@@ -187,3 +187,13 @@ def test_ccu_mixture_learning_rate_is_relative_to_the_base_rate():
     method = method_for({"method": "ccu", "learning_rate": 0.1, "mixture_learning_rate": 1e-5})
     network = method.wrap_network(tiny_network(3), 3)
     assert network.density.gradient_scale == pytest.approx(1e-4)
+
+
+def test_ccu_densities_stay_float32_under_mixed_precision():
+    from atom_tf.distribution import precision_policy
+    from atom_tf.training.ccu import wrap_ccu
+
+    with precision_policy("mixed_bfloat16"):
+        network = wrap_ccu(tiny_network(3), 3, centres=4)
+        log_in, _ = network.density(tf.random.uniform((2, 32, 32, 3)))
+    assert network.density.compute_dtype == "float32" and log_in.dtype == tf.float32

@@ -100,7 +100,8 @@ class CCUNetwork(keras.Model):
         super().__init__(name="ccu", **kwargs)
         self.base, self.num_classes = base, num_classes
         dim = int(np.prod(base.inputs[0].shape[1:]))
-        self.density = InputDensities(dim, centres, gradient_scale)
+        # float32 under mixed precision too: log-densities of 3,072-dimensional inputs
+        self.density = InputDensities(dim, centres, gradient_scale, dtype="float32")
 
     @property
     def undecayed_variables(self) -> list:
