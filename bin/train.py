@@ -93,8 +93,7 @@ flags.DEFINE_float("margin_out", -5.0, "Energy regulariser margin m_out (energy,
 flags.DEFINE_float(
     "mixture_learning_rate",
     1e-5,
-    "CCU's Gaussian mixtures' learning rate (at --learning_rate "
-    "0.1; it follows the same schedule).",
+    "CCU's mixtures' learning rate (decayed with the base schedule).",
 )
 cli.define_distribution_flags()
 

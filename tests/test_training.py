@@ -71,7 +71,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     "changes,match",
     [({"method": "vos"}, "unknown method"), ({"num_candidates": 10, "num_selected": 20}, "n must be <= N"),
      ({"num_candidates": 100, "num_selected": 50, "quantile": 0.75}, r"\[0, 1 - n/N\]"),
-     ({"out_batch": 7}, "even"), ({"method": "oe", "mining": "window"}, "OOD score to mine by")],
+     ({"out_batch": 7}, "even"), ({"method": "oe", "mining": "window"}, "OOD score to mine by"),
+     ({"method": "ccu", "mixture_learning_rate": 0.0}, "--mixture_learning_rate must be positive")],
 )  # fmt: skip
 def test_invalid_configurations_fail_before_training(tmp_path, changes, match):
     with pytest.raises(InvalidConfigError, match=match):

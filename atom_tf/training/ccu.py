@@ -14,7 +14,7 @@ to the out-mixture, 14 % this way), one σ per mixture (the root mean squared di
 assigned centre per dimension). Training (their released code): CE on in-distribution images
 and λ · uniform CE on outliers of the combined prediction, plus the negative log-likelihood
 -log(p(x|i) p(i) + p(x|o) p(o)) of both batches (outliers × λ); centres and σ's train jointly
-at their own learning rate (1e-5 at the base rate 0.1, following the same schedule; at the
+at their own learning rate (1e-5, decayed with the base schedule; at the
 base rate the log-densities, whose gradients grow with the 3,072 input dimensions, made the
 loss NaN within three steps), without weight decay. The network outputs log p(y|x) (valid
 logits: MSP and eq. 115 read it as is).
@@ -33,8 +33,8 @@ from atom_tf.data.augment import random_crop_flip, seed_for
 CENTRES = 100
 FIT_SAMPLES = 10_000
 EIGENVALUE_FLOOR = 1e-6
-MIXTURE_LEARNING_RATE = 1e-5  # at the base learning rate 0.1 (Meinke & Hein's lr_gmm)
-GRADIENT_SCALE = MIXTURE_LEARNING_RATE / 0.1
+MIXTURE_LEARNING_RATE = 1e-5  # Meinke & Hein's lr_gmm
+GRADIENT_SCALE = MIXTURE_LEARNING_RATE / 0.1  # at the base learning rate 0.1
 
 
 def scale_gradient(value: tf.Tensor, scale: float) -> tf.Tensor:

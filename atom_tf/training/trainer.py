@@ -82,7 +82,7 @@ class TrainConfig:
     reject_classes: int = 5  # R, SOFL's reject classes
     margin_in: float = -23.0  # energy regulariser margins m_in, m_out (Liu et al., 2020)
     margin_out: float = -5.0
-    mixture_learning_rate: float = 1e-5  # CCU's Gaussian mixtures (at learning_rate 0.1)
+    mixture_learning_rate: float = 1e-5  # CCU's mixtures (decayed with the schedule)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -124,8 +124,8 @@ METHOD_SETTINGS = {"reject_classes", "margin_in", "margin_out", "mixture_learnin
 
 def canonical_config(record: dict) -> dict:
     """What decides a run's result: settings the run's method never reads (the window
-    quantile under random selection, the pool of a method without outliers, a SOFL or energy
-    constant elsewhere) do not tell runs apart."""
+    quantile under random selection, the pool of a method without outliers, another method's
+    constants: `Method.reads`) do not tell runs apart."""
     record = {**ADDED_LATER, **record}
     method = get_method(record["method"])
     selection = record.get("mining") or method.mining
