@@ -107,28 +107,34 @@ class CCUNetwork(keras.Model):
     def undecayed_variables(self) -> list:
         return self.density.mixture_variables
 
+    def _log_joint(self, images) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """log p(x|i), log p(x|o) and log(p(x|i) + p(x|o)) (equal priors, up to log 2)."""
+        log_in, log_out = self.density(images)
+        return log_in, log_out, tf.reduce_logsumexp(tf.stack([log_in, log_out], axis=-1), -1)
+
     def log_posteriors(self, images) -> tuple[tf.Tensor, tf.Tensor]:
         """(log p(i|x), log p(o|x)) with equal priors."""
-        log_in, log_out = self.density(images)
-        normaliser = tf.reduce_logsumexp(tf.stack([log_in, log_out], axis=-1), axis=-1)
-        return log_in - normaliser, log_out - normaliser
+        log_in, log_out, log_total = self._log_joint(images)
+        return log_in - log_total, log_out - log_total
 
-    def negative_log_likelihood(self, images) -> tf.Tensor:
-        """-log(p(x|i) p(i) + p(x|o) p(o)) per image: the mixtures' generative loss."""
-        log_in, log_out = self.density(images)
-        return math.log(2.0) - tf.reduce_logsumexp(tf.stack([log_in, log_out], axis=-1), -1)
-
-    def call(self, images, training=False):
+    def logits_and_nll(self, images, training=False) -> tuple[tf.Tensor, tf.Tensor]:
+        """The outputs log p(y|x) and, from the same densities, each image's negative
+        log-likelihood -log(p(x|i) p(i) + p(x|o) p(o)) (the mixtures' generative loss)."""
         log_classifier = tf.nn.log_softmax(
             tf.cast(self.base(images, training=training), tf.float32)
         )
-        log_in, log_out = self.log_posteriors(images)
-        uniform = -math.log(self.num_classes)
-        return tf.reduce_logsumexp(
-            tf.stack([log_classifier + log_in[:, None],
-                      tf.broadcast_to((uniform + log_out)[:, None], tf.shape(log_classifier))]),
+        log_in, log_out, log_total = self._log_joint(images)
+        log_p_in, log_p_out = log_in - log_total, log_out - log_total  # posteriors first: exact
+        uniform = -math.log(self.num_classes)  # 1/K where p(o|x) = 1 (log-densities ~ -1e3)
+        logits = tf.reduce_logsumexp(
+            tf.stack([log_classifier + log_p_in[:, None],
+                      tf.broadcast_to((uniform + log_p_out)[:, None], tf.shape(log_classifier))]),
             axis=0,
         )  # fmt: skip
+        return logits, math.log(2.0) - log_total
+
+    def call(self, images, training=False):
+        return self.logits_and_nll(images, training)[0]
 
 
 def wrap_ccu(
@@ -142,10 +148,6 @@ def wrap_ccu(
         tf.zeros([1, *base.inputs[0].shape[1:]])
     )  # builds every variable (weights load by order)
     return network
-
-
-def ccu_negative_log_likelihood(network: CCUNetwork, images: tf.Tensor) -> tf.Tensor:
-    return network.negative_log_likelihood(images)
 
 
 def _kmeans(points: np.ndarray, centres: int, seed: int) -> tuple[np.ndarray, float]:

@@ -27,12 +27,7 @@ import functools
 from collections.abc import Callable
 
 from atom_tf.registry import Registry
-from atom_tf.training.ccu import (
-    MIXTURE_LEARNING_RATE,
-    ccu_negative_log_likelihood,
-    initialise_ccu,
-    wrap_ccu,
-)
+from atom_tf.training.ccu import MIXTURE_LEARNING_RATE, CCUNetwork, initialise_ccu, wrap_ccu
 from atom_tf.training.objectives import (
     Objective,
     best_reject_ce,
@@ -70,8 +65,9 @@ class Method:
     wrap_network: Callable | None = None
     # (network, uint8 training images, uint8 pool images, seed): set up before the first epoch
     prepare: Callable | None = None
-    # (network, images) -> per-image generative loss of a density model (CCU's mixtures):
-    # its mean over the in-distribution batch + λ × its mean over the outliers joins the loss
+    # (network, images, training) -> (logits, per-image generative loss of a density model)
+    # from one forward pass (CCU's mixtures): the loss's mean over the in-distribution batch
+    # + λ × its mean over the outliers joins the loss
     density_loss: Callable | None = None
     reads: tuple[str, ...] = ()  # the run settings `configure` reads
 
@@ -160,7 +156,7 @@ register_method(
 register_method(
     Method("ccu", 0, False, "random", uniform_ce, 1.0, "msp", mining_score=None,
            wrap_network=wrap_ccu, prepare=initialise_ccu,
-           density_loss=ccu_negative_log_likelihood, configure=_mixture_learning_rate,
+           density_loss=CCUNetwork.logits_and_nll, configure=_mixture_learning_rate,
            reads=("mixture_learning_rate",))
 )  # fmt: skip
 register_method(

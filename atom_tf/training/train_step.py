@@ -134,7 +134,10 @@ class RobustOODModel(keras.Model):
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
             images = tf.concat([x_in, x_out], axis=0) if method.uses_outliers else x_in
-            logits = self.network(images, training=True)
+            if method.density_loss is None:
+                logits = self.network(images, training=True)
+            else:  # CCU: the densities behind the outputs give the mixtures' loss too
+                logits, nll = method.density_loss(self.network, images, training=True)
             in_logits, out_logits = logits[:n_in], logits[n_in:]
             in_loss = tf.reduce_mean(label_ce(in_logits, y_in))
             out_loss = tf.zeros([])
@@ -144,7 +147,6 @@ class RobustOODModel(keras.Model):
                 out_loss += tf.reduce_mean(method.in_regularizer(in_logits))
             loss = in_loss + method.outlier_weight * out_loss
             if method.density_loss is not None:  # CCU's mixtures: their negative log-likelihood
-                nll = method.density_loss(self.network, images)
                 density = tf.reduce_mean(nll[:n_in])
                 if method.uses_outliers:
                     density += method.outlier_weight * tf.reduce_mean(nll[n_in:])
