@@ -44,33 +44,43 @@ def import_tensorflow_quietly() -> None:
             sys.stderr.flush()
 
 
+def call_main(main: Callable[[list[str]], None], argv: list[str]) -> int:
+    """Runs an entry point's main on parsed `argv`; a user mistake, a damaged file or a file
+    system that refuses prints one `error:` line on stderr and gives 2 (0 when all went
+    well). Anything else is a bug and raises with its traceback."""
+    from atom_tf.errors import InvalidConfigError, UserError
+
+    import_tensorflow_quietly()
+    try:
+        if len(argv) > 1:
+            raise InvalidConfigError(
+                f"unexpected arguments {argv[1:]}; flags take the form --name=value"
+            )
+        main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the file system refused (full disk, permissions, a lost mount)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}; check the path and run again",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
 def run_main(main: Callable[[list[str]], None]) -> None:
     """absl.app.run with user mistakes printed as one line on stderr and exit status 2."""
     from absl import app
 
-    from atom_tf.errors import UserError
-
     def guarded(argv: list[str]) -> None:
-        import_tensorflow_quietly()
-        try:
-            if len(argv) > 1:
-                from atom_tf.errors import InvalidConfigError
+        code = call_main(main, argv)
+        if code:
+            sys.exit(code)
 
-                raise InvalidConfigError(
-                    f"unexpected arguments {argv[1:]}; flags take the form --name=value"
-                )
-            main(argv)
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            print("interrupted; run the same command again to resume", file=sys.stderr)
-            sys.exit(130)
-
-    try:
-        app.run(guarded)
-    except SystemExit:
-        raise
+    app.run(guarded)
 
 
 def define_distribution_flags() -> None:

@@ -28,3 +28,7 @@ def describe_cause(error: BaseException, limit: int = 160) -> str:
     line = (str(error).strip().splitlines() or [""])[0].rstrip(":")
     text = f"{type(error).__name__}: {line}" if line else type(error).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class InvalidInputError(InvalidConfigError, ValueError):
+    """Arrays handed to the library that it cannot score as they are (shape, dtype, range)."""

@@ -99,19 +99,15 @@ def main(argv: list[str]) -> None:
     from atom_tf.evaluation.reports import markdown_table, write_reports
     from atom_tf.evaluation.runner import EvalSettings, evaluate
     from atom_tf.evaluation.threats import AttackSettings
-    from atom_tf.training.checkpoint import load_run_config
+    from atom_tf.files import is_writable
     from atom_tf.training.methods import method_for
-    from atom_tf.training.trainer import resolve_jit_compile
+    from atom_tf.training.trainer import read_run_config, resolve_jit_compile
 
     run_dir = FLAGS.checkpoint or FLAGS.output_dir
     if not run_dir:
         raise InvalidConfigError("pass --checkpoint=RUN_DIR (the --output_dir of a training run)")
     overrides = {k: FLAGS[k].value for k in ("dataset", "model", "method") if FLAGS[k].value}
-    config = {**load_run_config(run_dir), **overrides}
-    if FLAGS.attack_steps < 0 or FLAGS.attack_restarts < 1 or FLAGS.batch_size < 1:
-        raise InvalidConfigError(
-            "--attack_steps >= 0, --attack_restarts >= 1 and --batch_size >= 1 are needed"
-        )
+    config = {**read_run_config(run_dir), **overrides}
     default_sets = EMBEDDED_SETS if config["dataset"] == "digits" else STANDARD_SETS[
         "other" if config["dataset"] == "svhn" else "svhn"]  # fmt: skip
     scorer = FLAGS.scorer or method_for(config).scorer
@@ -142,7 +138,10 @@ def main(argv: list[str]) -> None:
                        FLAGS.ood_dir or None, overrides, strategy=strategy)  # fmt: skip
     if not is_chief(strategy):
         return
-    write_reports(results, results_dir, os.path.join(run_dir, "logs", "eval"), plots=FLAGS.plots)
+    log_dir = os.path.join(run_dir, "logs", "eval")
+    if not is_writable(log_dir):  # a read-only run
+        log_dir = os.path.join(results_dir, "logs")
+    write_reports(results, results_dir, log_dir, plots=FLAGS.plots)
     print()
     print(markdown_table(results))
     print(f"results in {results_dir}")

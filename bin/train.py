@@ -112,7 +112,6 @@ def main(argv: list[str]) -> None:
             f"--lr_decay_epochs must be integers: {FLAGS.lr_decay_epochs}"
         ) from err
     config = TrainConfig(**values)
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
     summary = train(
         config,
         FLAGS.output_dir,

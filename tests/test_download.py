@@ -3,8 +3,10 @@ resumes, a wrong checksum, a server that is gone; a good file is never overwritt
 
 import hashlib
 import http.server
+import json
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +19,8 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """Serves PAYLOAD at any path with Range support; `server.cut` stops a body early."""
+    """Serves PAYLOAD at any path with Range support; `server.cut` stops a body early;
+    `server.range_shift` moves the Content-Range it announces (None: leaves it out)."""
 
     def log_message(self, *args):
         pass
@@ -31,6 +34,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
                 return
             self.send_response(206)
+            if self.server.range_shift is not None:
+                first = start + self.server.range_shift
+                self.send_header(
+                    "Content-Range", f"bytes {first}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}"
+                )
         else:
             self.send_response(200)
         body = PAYLOAD[start:]
@@ -47,7 +55,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.cut, httpd.requests = None, []
+    httpd.cut, httpd.requests, httpd.range_shift = None, [], 0
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -117,3 +125,66 @@ def test_pool_download_goes_to_the_cache_and_loads(server, tmp_path, monkeypatch
     pool = load_pool("tiny_images_300k", download=True)
     assert np.array_equal(pool.read(0, 20), images)
     assert os.path.exists(tmp_path / "cache" / remote.filename)
+
+
+@pytest.mark.parametrize("shift", [None, 1000])
+def test_a_resumed_answer_must_continue_the_partial_file(server, tmp_path, shift):
+    dest = tmp_path / "f.npy"
+    server.cut = 100_000
+    with pytest.raises(DownloadError):
+        download(url(server), str(dest), SHA, progress=False)
+    server.range_shift = shift  # no Content-Range, or one that starts elsewhere
+    with pytest.raises(DownloadError, match="does not continue the 100,000 bytes"):
+        download(url(server), str(dest), SHA, progress=False)
+    assert not (tmp_path / "f.npy.part").exists()
+    server.range_shift = 0
+    assert download(url(server), str(dest), SHA, progress=False) == str(dest)
+    assert dest.read_bytes() == PAYLOAD and server.requests[-1] == 0  # from the start
+
+
+def serve_pool(server, monkeypatch, tmp_path, images, check=True):
+    """The registered 300K file served by the test server (its content check kept)."""
+    from atom_tf.data import outlier_pools
+
+    np.save(tmp_path / "served.npy", images)
+    data = (tmp_path / "served.npy").read_bytes()
+    monkeypatch.setattr(f"{__name__}.PAYLOAD", data)
+    monkeypatch.setattr(outlier_pools, "TINY_300K_IMAGES", 400)
+    monkeypatch.setenv("ATOM_TF_DOWNLOADS", str(tmp_path / "cache"))
+    remote = dl.REMOTE_FILES.get("tiny_images_300k")
+    monkeypatch.setitem(dl.REMOTE_FILES._items, "tiny_images_300k",
+                        dl.RemoteFile("tiny_images_300k", url(server), remote.filename,
+                                      check=remote.check if check else None))  # fmt: skip
+    return tmp_path / "cache" / remote.filename
+
+
+@pytest.mark.parametrize("bad", ["blank", "repeated", "other_count"])
+def test_the_300k_download_is_checked_beyond_its_header(server, tmp_path, monkeypatch, bad):
+    """No SHA-256 is published for it: shape, exact size and 1,000 sampled images decide."""
+    from atom_tf.data import load_pool
+
+    images = np.random.default_rng(1).integers(0, 256, (400, 32, 32, 3), dtype=np.uint8)
+    images = {"blank": np.zeros_like(images), "repeated": np.repeat(images[:1], 400, 0),
+              "other_count": images[:399]}[bad]  # fmt: skip
+    dest = serve_pool(server, monkeypatch, tmp_path, images)
+    with pytest.raises(DownloadError, match="is not the expected file"):
+        load_pool("tiny_images_300k", download=True)
+    assert not dest.exists() and not os.path.exists(f"{dest}.part")
+
+
+def test_the_first_good_300k_download_is_recorded_and_enforced(server, tmp_path, monkeypatch):
+    from atom_tf.data import load_pool
+
+    images = np.random.default_rng(1).integers(0, 256, (400, 32, 32, 3), dtype=np.uint8)
+    dest = serve_pool(server, monkeypatch, tmp_path, images)
+    assert np.array_equal(load_pool("tiny_images_300k", download=True).read(0, 400), images)
+    record = json.loads(Path(f"{dest}.sha256.json").read_text())
+    assert record["sha256"] == hashlib.sha256(dest.read_bytes()).hexdigest()
+    assert len(load_pool("tiny_images_300k", download=False)) == 400  # unchanged: accepted
+    data = bytearray(dest.read_bytes())
+    data[-5] ^= 0xFF  # one pixel changed on disk
+    dest.write_bytes(bytes(data))
+    for download_flag in (True, False):
+        with pytest.raises(DownloadError, match="changed since its first good download"):
+            load_pool("tiny_images_300k", download=download_flag)
+    assert server.requests == [0]

@@ -150,18 +150,69 @@ def test_corruption_threat_in_the_evaluation_reports_winners(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["other_layers", "garbage"])
-def test_weights_that_do_not_fit_the_model_fail_in_one_line(run_dir, tmp_path, damage):
+@pytest.mark.parametrize("recorded", [True, False])
+def test_weights_that_do_not_fit_the_model_fail_in_one_line(run_dir, tmp_path, damage, recorded):
+    """With the SHA-256 that training recorded, changed weights are refused before they are
+    read; without it (a run written before digests), a file that does not fit is named."""
     import shutil
 
-    from atom_tf.errors import InvalidConfigError
+    from atom_tf.errors import UserError
     from atom_tf.models import build_model
 
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     weights = copy / "network.weights.h5"
+    if not recorded:
+        summary = json.loads((copy / "summary.json").read_text())
+        del summary["weights_sha256"]
+        (copy / "summary.json").write_text(json.dumps(summary))
     if damage == "garbage":
         weights.write_bytes(b"not an HDF5 file")
     else:  # e.g. a run written by an atom_tf whose layers differ
         build_model("wrn_40_2", 11).save_weights(str(weights))
-    with pytest.raises(InvalidConfigError, match="does not fit the small_cnn"):
+    message = "is damaged: its SHA-256" if recorded else "does not fit the small_cnn"
+    with pytest.raises(UserError, match=message):
         atom_tf.load_detector(str(copy))
+
+
+def test_detector_checks_what_it_is_given(run_dir):
+    from atom_tf.data import load_in_distribution
+    from atom_tf.data.image_files import resize_short_side_center_crop
+    from atom_tf.errors import InvalidInputError
+
+    detector = atom_tf.load_detector(run_dir)
+    images = load_in_distribution("digits").x_test[:6]
+    cases = {
+        "divide by 255": images.astype(np.float32),  # 0..255 floats were all accepted
+        "must be 32x32; got 28x28": images[:, :28, :28],
+        "pass images\\[None\\]": images[0],
+        "grey images: np.repeat": images[..., :1],
+        "uint8 \\(0-255\\) or float": images.astype(np.int64),
+        "NaN or infinite": np.full((2, 32, 32, 3), np.nan, np.float32),
+    }
+    for message, bad in cases.items():
+        with pytest.raises(InvalidInputError, match=message):
+            detector.predict(bad)
+    big = np.stack([cv2_resize(i) for i in images])  # 64 x 64
+    accepted, labels = detector.predict(big, resize=True)
+    manual = np.stack([resize_short_side_center_crop(i, 32) for i in big])
+    assert np.array_equal(detector.score(big, resize=True), detector.score(manual))
+    assert labels.dtype == np.int64 and accepted.dtype == bool
+    accepted, labels = detector.predict(np.zeros((0, 32, 32, 3), np.uint8))
+    assert accepted.shape == labels.shape == (0,) and labels.dtype == np.int64
+
+
+def cv2_resize(image):
+    import cv2
+
+    return cv2.resize(image, (64, 64), interpolation=cv2.INTER_NEAREST)
+
+
+def test_attack_and_evaluation_settings_are_checked():
+    from atom_tf.errors import InvalidConfigError
+
+    for bad in (dict(epsilon=-0.1), dict(steps=-3), dict(step_size=0.0), dict(restarts=0)):
+        with pytest.raises(InvalidConfigError, match="attack settings need"):
+            AttackSettings(**bad)
+    with pytest.raises(InvalidConfigError, match="--max_ood_images must be positive"):
+        EvalSettings(ood_sets=("faces",), max_ood_images=-5)

@@ -110,7 +110,7 @@ def test_results_record_the_chosen_constants(standard_run, tmp_path):
     assert "means" not in results["scorer_params"]  # arrays stay in the run's scorer file
     with open(os.path.join(standard_run, "scorer_mahalanobis.json")) as f:
         saved = json.load(f)
-    assert len(saved["params"]["means"]) == 3
+    assert len(saved["payload"]["params"]["means"]) == 3
 
 
 def test_init_from_copies_the_standard_network_and_keeps_new_reject_outputs(standard_run):

@@ -192,3 +192,32 @@ def test_formats_opencv_cannot_read_are_decoded_by_pillow(tmp_path, rng):
     Image.fromarray(image).save(tmp_path / "a.gif")  # GIF: palette-quantised by Pillow
     expected = np.asarray(Image.open(tmp_path / "a.gif").convert("RGB"))
     assert np.array_equal(load_ood_set(f"images:{tmp_path}"), expected[None])
+
+
+def test_zip_bombs_and_huge_images_fail_naming_the_file_before_memory_runs_out(tmp_path, rng):
+    import struct
+    import zlib
+
+    import psutil
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(
+            "set/ok.png", cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+        )
+        archive.writestr("set/huge.png", bytes(image_files.MAX_FILE_BYTES + 1))
+    assert bomb.stat().st_size < 1 << 20
+    before = psutil.Process().memory_info().rss
+    with pytest.raises(
+        DatasetNotFoundError, match=r"bomb\.zip:set/huge\.png holds more than 64 MiB"
+    ):
+        load_ood_set(f"images:{bomb}")
+    assert psutil.Process().memory_info().rss - before < 32 << 20
+    # a PNG whose header claims 100,000 x 100,000 pixels
+    png = bytearray(cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes())
+    png[16:24] = struct.pack(">II", 100_000, 100_000)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    write_image(tmp_path / "big" / "a.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    (tmp_path / "big" / "b.png").write_bytes(bytes(png))
+    with pytest.raises(DatasetNotFoundError, match=r"b\.png is too large to decode \(10,000,000,000 pixels"):
+        load_ood_set(f"images:{tmp_path / 'big'}")

@@ -59,3 +59,15 @@ def test_perfect_and_inverted_detectors():
     assert good == {"fpr95": 0.0, "auroc": 100.0, "aupr_in": 100.0, "aupr_out": 100.0}
     bad = metrics.detection_metrics(np.zeros(10), np.ones(10))
     assert bad["fpr95"] == 100.0 and bad["auroc"] == 0.0
+
+
+def test_nan_and_empty_scores_are_refused_naming_the_set():
+    from atom_tf.errors import InvalidInputError
+
+    good = np.linspace(0, 1, 20)
+    with pytest.raises(InvalidInputError, match=r"1 of the 3 letters / linf scores are NaN"):
+        metrics.detection_metrics(good, np.array([0.1, np.nan, 0.3]), "letters / linf")
+    with pytest.raises(InvalidInputError, match="in-distribution scores are NaN"):
+        metrics.detection_metrics(np.r_[good, np.inf], good)
+    with pytest.raises(InvalidInputError, match="no in-distribution scores"):
+        metrics.threshold_at_tpr(np.array([]))

@@ -101,3 +101,15 @@ def test_dtd_with_mock_data_uses_all_three_splits():
     with tfds.testing.mock_data(num_examples=4):
         dtd = load_ood_set("dtd")
     assert dtd.shape == (12, 32, 32, 3) and dtd.dtype == np.uint8
+
+
+def test_sets_of_one_name_get_distinct_labels():
+    from atom_tf.data.ood_sets import unique_labels
+
+    assert unique_labels(["images:/x/a/set", "images:/y/b/set", "faces"]) == [
+        "a/set",
+        "b/set",
+        "faces",
+    ]
+    assert unique_labels(["images:/x/a/set", "images:/y/a/set"]) == ["a/set", "a/set#2"]
+    assert unique_labels(["images:/x/a/set.zip", "letters"]) == ["set", "letters"]

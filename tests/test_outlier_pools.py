@@ -96,3 +96,34 @@ def test_natural_patches_are_deterministic_varied_and_exclude_test_sets():
         assert not any(
             p.shape[:2] == texture.shape[:2] and np.array_equal(p[..., 0], texture) for p in photos
         )
+
+
+class _Marker:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.path}",))
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_imagenet_batches_load_arrays_and_refuse_anything_that_would_run(tmp_path, protocol):
+    from atom_tf.data.outlier_pools import read_imagenet_batch
+
+    data = np.arange(2 * 12288, dtype=np.int64).astype(np.uint8).reshape(2, 12288)
+    good = tmp_path / "train_data_batch_1"
+    with open(good, "wb") as f:
+        pickle.dump({"data": data, "labels": [1, 2], "mean": np.zeros(3)}, f, protocol=protocol)
+    assert np.array_equal(read_imagenet_batch(str(good))["data"], data)
+    marker = tmp_path / "it_ran"
+    bad = tmp_path / "train_data_batch_2"
+    with open(bad, "wb") as f:
+        pickle.dump({"data": _Marker(marker)}, f, protocol=protocol)
+    with pytest.raises(DatasetNotFoundError, match=r"asks to call posix\.system.*nothing in it"):
+        read_imagenet_batch(str(bad))
+    assert not marker.exists()
+    (tmp_path / "train_data_batch_3").write_bytes(b"\x80\x04truncated")
+    with pytest.raises(DatasetNotFoundError, match="not an Imagenet64 batch file"):
+        read_imagenet_batch(str(tmp_path / "train_data_batch_3"))

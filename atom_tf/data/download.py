@@ -10,16 +10,19 @@ interrupted or corrupt transfer never takes its place.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import http.client
 import os
+import re
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 
 from atom_tf.errors import UserError
+from atom_tf.files import atomic_write_json, check_record, read_json
+from atom_tf.files import sha256_of_file as sha256_of
 from atom_tf.registry import Registry
 
 
@@ -29,10 +32,15 @@ class DownloadError(UserError):
 
 @dataclasses.dataclass(frozen=True)
 class RemoteFile:
+    """A public file. Without a published `sha256`, `check` (path -> None, raising
+    DownloadError) vets a transfer's content before it takes the final name, and the SHA-256
+    of the first good copy is recorded beside it (`<file>.sha256.json`) and enforced after."""
+
     name: str
     url: str
     filename: str
-    sha256: str | None = None  # None: not pinned (the loader checks the content instead)
+    sha256: str | None = None
+    check: Callable[[str], None] | None = None
 
 
 REMOTE_FILES: Registry[RemoteFile] = Registry("downloadable file")
@@ -40,16 +48,6 @@ REMOTE_FILES: Registry[RemoteFile] = Registry("downloadable file")
 
 def register_remote_file(remote: RemoteFile) -> RemoteFile:
     return REMOTE_FILES.register(remote.name)(remote)
-
-
-# Outlier Exposure's 300K random images (Hendrycks et al., 2019): 300,000 × 32 × 32 × 3 uint8.
-register_remote_file(
-    RemoteFile(
-        "tiny_images_300k",
-        "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy",
-        "300K_random_images.npy",
-    )
-)
 
 
 def download_dir() -> str:
@@ -62,15 +60,64 @@ def fetch(name: str, progress: bool = True) -> str:
     """The local path of registered file `name`, downloaded first if it is not there."""
     remote = REMOTE_FILES.get(name)
     dest = os.path.join(download_dir(), remote.filename)
-    return download(remote.url, dest, remote.sha256, progress=progress, label=name)
+    if remote.sha256 is None and os.path.exists(dest):
+        return check_recorded_digest(dest)
+    path = download(remote.url, dest, remote.sha256, progress=progress, label=name,
+                    check=remote.check)  # fmt: skip
+    if remote.sha256 is None:
+        record_digest(path)
+    return path
 
 
-def sha256_of(path: str, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def _digest_record_path(path: str) -> str:
+    return f"{path}.sha256.json"
+
+
+def record_digest(path: str, digest: str | None = None) -> str:
+    """Records the SHA-256, size and modification time of a good copy beside it."""
+    st = os.stat(path)
+    record = {"sha256": digest or sha256_of(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    atomic_write_json(_digest_record_path(path), record)
+    return record["sha256"]
+
+
+def check_recorded_digest(path: str) -> str:
+    """A downloaded file must still be the copy whose SHA-256 was recorded when it first
+    arrived (hashed again only when its size or modification time moved); a file found
+    without a record is recorded as it is."""
+    record_path = _digest_record_path(path)
+    if not os.path.exists(record_path):
+        record_digest(path)
+        return path
+    hint = f"delete {path} and {record_path} to download it again"
+    record = check_record(record_path, read_json(record_path, hint=hint),
+                          {"sha256": str, "size": int, "mtime_ns": int}, hint)  # fmt: skip
+    st = os.stat(path)
+    if (st.st_size, st.st_mtime_ns) == (record["size"], record["mtime_ns"]):
+        return path
+    digest = sha256_of(path)
+    if digest != record["sha256"]:
+        raise DownloadError(
+            f"{path} changed since its first good download (SHA-256 {digest[:16]}…, recorded "
+            f"{record['sha256'][:16]}… in {record_path}); {hint}"
+        )
+    record_digest(path, digest)  # touched, not changed
+    return path
+
+
+def check_content_range(header: str | None, have: int, url: str, part: str) -> int | None:
+    """The total size a 206 answer announces, after checking that it continues the partial
+    file at byte `have` (`Content-Range: bytes have-END/TOTAL`); a range that does not fit
+    removes the part file, so the next run starts from zero."""
+    match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", (header or "").strip())
+    if match is None or int(match[1]) != have or int(match[2]) < have:
+        os.remove(part)
+        raise DownloadError(
+            f"{url} answered a resumed request with Content-Range {header!r}, which does not "
+            f"continue the {have:,} bytes already here; the partial file was removed: run the "
+            "same command again to download from the start"
+        )
+    return None if match[3] == "*" else int(match[3])
 
 
 class _Progress:
@@ -102,8 +149,10 @@ def download(
     label: str | None = None,
     timeout: float = 60.0,
     chunk: int = 1 << 20,
+    check: Callable[[str], None] | None = None,
 ) -> str:
-    """Downloads `url` to `dest` (resuming `dest.part`), checks it, and returns `dest`."""
+    """Downloads `url` to `dest` (resuming `dest.part`), checks it (`sha256`, then `check` on
+    the finished transfer), and returns `dest`."""
     label = label or os.path.basename(dest)
     if os.path.exists(dest) and (sha256 is None or sha256_of(dest) == sha256):
         return dest
@@ -116,7 +165,7 @@ def download(
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as err:
         if err.code == 416 and have:  # the part file is already complete
-            return _finish(part, dest, sha256, url, have)
+            return _finish(part, dest, sha256, url, have, check)
         raise DownloadError(
             f"{url} answered HTTP {err.code} ({err.reason}); check the address"
         ) from err
@@ -130,6 +179,9 @@ def download(
         resumed = response.status == 206
         length = response.headers.get("Content-Length")
         expected = (have if resumed else 0) + int(length) if length is not None else None
+        if resumed:
+            total = check_content_range(response.headers.get("Content-Range"), have, url, part)
+            expected = total if total is not None else expected
         done = have if resumed else 0
         bar = _Progress(label, expected, done, progress)
         try:
@@ -153,10 +205,13 @@ def download(
             f"the transfer of {url} stopped at {done:,} of {expected:,} bytes; run the same "
             "command again to resume"
         )
-    return _finish(part, dest, sha256, url, done)
+    return _finish(part, dest, sha256, url, done, check)
 
 
-def _finish(part: str, dest: str, sha256: str | None, url: str, size: int) -> str:
+def _finish(
+    part: str, dest: str, sha256: str | None, url: str, size: int,
+    check: Callable[[str], None] | None = None,
+) -> str:  # fmt: skip
     if sha256 is not None:
         got = sha256_of(part)
         if got != sha256:
@@ -165,5 +220,14 @@ def _finish(part: str, dest: str, sha256: str | None, url: str, size: int) -> st
                 f"{url} arrived with SHA-256 {got[:16]}…, expected {sha256[:16]}… ({size:,} "
                 "bytes); the partial file was removed: run again, or get the file another way"
             )
+    if check is not None:
+        try:
+            check(part)
+        except UserError as err:
+            os.remove(part)
+            raise DownloadError(
+                f"{url} arrived but is not the expected file ({err}); the partial file was "
+                "removed: run again, or get the file another way"
+            ) from err
     os.replace(part, dest)
     return dest

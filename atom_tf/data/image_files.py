@@ -29,6 +29,12 @@ import numpy as np
 from atom_tf.errors import DatasetNotFoundError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# Bounds on what one file may cost: its stored (uncompressed) bytes and its decoded pixels. A
+# zip bomb or a 100,000 x 100,000 PNG fails with the file named, before memory runs out.
+MAX_FILE_BYTES = 64 << 20
+MAX_IMAGE_PIXELS = 50_000_000  # e.g. 7,000 x 7,000; OpenCV's own default is 2**30
+MAX_BATCH_BYTES = 256 << 20  # encoded bytes held at once while decoding
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
 CACHE_FORMAT = 1  # bump when what a cache file holds changes
 PREFIX = "images:"
 
@@ -79,6 +85,7 @@ class ImageSource:
                     rel = os.path.relpath(full, path).replace(os.sep, "/")
                     if is_image_file(rel):
                         st = os.stat(full)
+                        check_file_size(full, st.st_size, what)
                         names.append(rel)
                         stats.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}")
             fingerprint = hashlib.sha256("\n".join(stats).encode()).hexdigest()
@@ -88,10 +95,17 @@ class ImageSource:
                 raise DatasetNotFoundError(
                     f"{what}: {path} is neither a folder nor a .zip of image files"
                 )
-            archive = zipfile.ZipFile(path)
-            members = [
-                n for n in archive.namelist() if is_image_file(n) and not n.startswith("__MACOSX/")
-            ]
+            try:
+                archive = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError, ValueError) as err:
+                raise DatasetNotFoundError(f"{what}: {path} is a damaged zip ({err})") from err
+            infos = [
+                i for i in archive.infolist()
+                if is_image_file(i.filename) and not i.filename.startswith("__MACOSX/")
+            ]  # fmt: skip
+            for info in infos:
+                check_file_size(f"{path}:{info.filename}", info.file_size, what)
+            members = [i.filename for i in infos]
             tops = {n.split("/", 1)[0] for n in members}
             prefix = ""
             if len(tops) == 1 and all("/" in n for n in members):
@@ -109,22 +123,78 @@ class ImageSource:
         return source
 
     def read(self, name: str) -> bytes:
-        if self._zip is not None:
-            return self._zip.read(self._prefix + name)
-        with open(os.path.join(self.path, name), "rb") as f:
-            return f.read()
+        """The file's bytes, at most MAX_FILE_BYTES (a member whose header understates its
+        size, or a file grown since it was listed, fails with its name)."""
+        try:
+            if self._zip is not None:
+                with self._zip.open(self._prefix + name) as member:
+                    data = member.read(MAX_FILE_BYTES + 1)
+            else:
+                with open(os.path.join(self.path, name), "rb") as f:
+                    data = f.read(MAX_FILE_BYTES + 1)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+            raise DatasetNotFoundError(
+                f"cannot read {self.location(name)} ({type(err).__name__}: {err}); replace it"
+            ) from err
+        check_file_size(self.location(name), len(data), "")
+        return data
 
     def location(self, name: str) -> str:
         return f"{self.path}:{name}" if self._zip is not None else os.path.join(self.path, name)
+
+
+def check_file_size(location: str, size: int, what: str) -> None:
+    if size > MAX_FILE_BYTES:
+        raise DatasetNotFoundError(
+            f"{what + ': ' if what else ''}{location} holds more than {MAX_FILE_BYTES >> 20} MiB "
+            f"({size:,} bytes uncompressed); no image file needs that: remove it"
+        )
+
+
+def too_many_pixels(data: bytes) -> int | None:
+    """The pixel count from an image file's header when it exceeds MAX_IMAGE_PIXELS."""
+    import io
+    import re
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+    except Image.DecompressionBombError as err:  # Pillow's own bound, far above ours
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        return int(found[1]) if found else MAX_IMAGE_PIXELS + 1
+    except Exception:  # not a format Pillow reads: OpenCV's own bound applied
+        return None
+    return width * height if width * height > MAX_IMAGE_PIXELS else None
+
+
+def undecodable(what: str, location: str, data: bytes) -> DatasetNotFoundError:
+    """The error for a file that did not decode: too many pixels, or not an image."""
+    pixels = too_many_pixels(data)
+    if pixels is not None:
+        return DatasetNotFoundError(
+            f"{what}: {location} is too large to decode ({pixels:,} pixels; at most "
+            f"{MAX_IMAGE_PIXELS:,}); remove it or shrink it"
+        )
+    return DatasetNotFoundError(f"{what}: cannot decode {location}; remove or replace it")
 
 
 def decode_image(data: bytes) -> np.ndarray | None:
     """RGB uint8 [h, w, 3] (grey and alpha images made RGB), or None if it does not decode."""
     import cv2
 
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # e.g. more pixels than OPENCV_IO_MAX_IMAGE_PIXELS
+        image = None
     if image is not None:
         return np.ascontiguousarray(image[..., ::-1])
+    if too_many_pixels(data) is not None:
+        return None
     try:  # formats OpenCV lacks (GIF, palette TIFF): Pillow
         import io
 
@@ -154,16 +224,25 @@ def decode_images(
         image = decode_image(item[1])
         return None if image is None else resize_short_side_center_crop(image, size)
 
+    def batches():  # at most `chunk` files and MAX_BATCH_BYTES of encoded bytes at a time
+        batch, held = [], 0
+        for name in names:
+            data = source.read(name)
+            batch.append((name, data))
+            held += len(data)
+            if len(batch) == chunk or held >= MAX_BATCH_BYTES:
+                yield batch
+                batch, held = [], 0
+        if batch:
+            yield batch
+
     workers = max(1, os.cpu_count() or 1)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # OpenCV releases the GIL
-        for first in range(0, len(names), chunk):
-            batch = [(n, source.read(n)) for n in names[first : first + chunk]]
-            for (name, _), image in zip(batch, pool.map(convert, batch), strict=True):
+        for batch in batches():
+            for (name, data), image in zip(batch, pool.map(convert, batch), strict=True):
                 if image is None:
-                    if not skip_bad:
-                        raise DatasetNotFoundError(
-                            f"{what}: cannot decode {source.location(name)}; remove or replace it"
-                        )
+                    if not skip_bad or too_many_pixels(data) is not None:
+                        raise undecodable(what, source.location(name), data)
                     bad.append(source.location(name))
                     continue
                 out[kept] = image
@@ -287,8 +366,9 @@ def smallest_side(path: str, what: str, sample: int = 256) -> int:
     step = max(1, len(source.names) // sample)
     sides = []
     for name in source.names[::step]:
-        image = decode_image(source.read(name))
+        data = source.read(name)
+        image = decode_image(data)
         if image is None:
-            raise DatasetNotFoundError(f"{what}: cannot decode {source.location(name)}")
+            raise undecodable(what, source.location(name), data)
         sides.append(min(image.shape[:2]))
     return min(sides)

@@ -84,6 +84,32 @@ def ood_set_label(name: str) -> str:
     return source_label(name)
 
 
+def unique_labels(names: list[str]) -> list[str]:
+    """Labels for a list of sets, made distinct: two folders called `set` become `a/set` and
+    `b/set` (their parent folders), then `set#2`, ... if those collide too."""
+    plain = [ood_set_label(n) for n in names]
+    labels = list(plain)
+    for i, name in enumerate(names):
+        if plain.count(plain[i]) > 1 and (is_image_spec(name) or name.startswith(POOL_VALIDATION)):
+            parent = os.path.basename(os.path.dirname(os.path.normpath(name.split(":", 1)[1])))
+            labels[i] = f"{parent}/{labels[i]}" if parent else labels[i]
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            labels[i] = f"{label}#{seen[label]}"
+    return labels
+
+
+def resolved_set_name(name: str) -> str:
+    """The set's name with any path made absolute and resolved (what a cached score of it
+    depends on besides its content)."""
+    for prefix in ("images:", POOL_VALIDATION):
+        if name.startswith(prefix):
+            return prefix + os.path.realpath(name[len(prefix) :])
+    return name
+
+
 def pool_validation_images(path: str, seed: int) -> np.ndarray:
     """One random 32×32 crop of each validation source of the image-file pool at `path`."""
     pool = ImageFilePool(path, seed, split="validation")

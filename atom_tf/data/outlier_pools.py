@@ -17,7 +17,14 @@ from typing import Protocol
 
 import numpy as np
 
-from atom_tf.data.download import REMOTE_FILES, download_dir, fetch
+from atom_tf.data.download import (
+    REMOTE_FILES,
+    RemoteFile,
+    check_recorded_digest,
+    download_dir,
+    fetch,
+    register_remote_file,
+)
 from atom_tf.data.image_files import load_image_set, smallest_side
 from atom_tf.errors import DatasetNotFoundError
 from atom_tf.registry import Registry
@@ -92,7 +99,7 @@ def load_pool(
         if download:
             path = fetch(name)
         elif os.path.exists(remote_path):
-            path = remote_path
+            path = check_recorded_digest(remote_path)
     return loader(path=path, seed=seed)
 
 
@@ -108,6 +115,40 @@ def _require_file(name: str, path: str | None, what: str) -> str:
             " as --pool_path"
         )
     return path
+
+
+TINY_300K_IMAGES = 300_000
+
+
+def check_tiny_images_300k(path: str) -> None:
+    """What a download of the 300K file must be, there being no published SHA-256: a .npy of
+    exactly 300,000 x 32 x 32 x 3 uint8 with nothing after the data, whose 1,000 evenly
+    spaced sample images are real pictures (at most 5 % flat, at most 1 % repeated)."""
+    pool = tiny_images_300k(path)
+    if len(pool) != TINY_300K_IMAGES:
+        raise DatasetNotFoundError(f"it holds {len(pool):,} images, not {TINY_300K_IMAGES:,}")
+    if os.path.getsize(path) != pool.offset + len(pool) * IMAGE_BYTES:
+        raise DatasetNotFoundError("it has bytes after the image data")
+    indices = np.unique(np.linspace(0, len(pool) - 1, 1000).astype(int))
+    sample = np.concatenate([pool.read(int(i), 1) for i in indices]).reshape(len(indices), -1)
+    flat = np.mean(sample.std(axis=1) < 2.0)
+    repeated = 1 - len({row.tobytes() for row in sample}) / len(sample)
+    if flat > 0.05 or repeated > 0.01:
+        raise DatasetNotFoundError(
+            f"{flat:.0%} of {len(sample):,} sample images are flat and {repeated:.0%} repeated: not the "
+            "300K random images"
+        )
+
+
+# Outlier Exposure's 300K random images (Hendrycks et al., 2019): 300,000 × 32 × 32 × 3 uint8.
+register_remote_file(
+    RemoteFile(
+        "tiny_images_300k",
+        "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy",
+        "300K_random_images.npy",
+        check=check_tiny_images_300k,
+    )
+)
 
 
 @register_pool("tiny_images_300k")
@@ -315,6 +356,42 @@ class _RandomCropPool(_BlockGeneratedPool):
         return padded[np.arange(self.block)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and NumPy arrays and nothing else: a pickle that names any
+    other callable (os.system, builtins.eval, ...) is refused before anything is called."""
+
+    ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    })  # fmt: skip
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it asks to call {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_imagenet_batch(path: str) -> dict:
+    """One Imagenet64_train batch file ({'data': uint8 N x 12288, 'labels': [...], ...}),
+    read without executing anything it holds (the format has only arrays, lists and dicts)."""
+    try:
+        with open(path, "rb") as f:
+            batch = _ArraysOnlyUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise DatasetNotFoundError(
+            f"outlier pool 'imagenet_rc': {path} is not an Imagenet64 batch file ({err}); "
+            "nothing in it was run: replace it with the downloaded file"
+        ) from err
+    if not isinstance(batch, dict) or not isinstance(batch.get("data"), np.ndarray):
+        raise DatasetNotFoundError(
+            f"outlier pool 'imagenet_rc': {path} holds no 'data' array; expected an Imagenet64 "
+            "batch file"
+        )
+    return {**batch, "data": np.asarray(batch["data"], dtype=np.uint8)}
+
+
 class ImageNetRC(_RandomCropPool):
     """Downsampled ImageNet 64×64 (ten pickled `train_data_batch_*` files), random 32×32
     crops (PROTOCOL §4). One batch file is held in memory at a time."""
@@ -342,9 +419,8 @@ class ImageNetRC(_RandomCropPool):
     def _load(self, path: str) -> np.ndarray:
         if self._cache is not None and self._cache[0] == path:
             return self._cache[1]
-        with open(path, "rb") as f:
-            batch = pickle.load(f)
-        data = np.asarray(batch["data"], dtype=np.uint8)
+        batch = read_imagenet_batch(path)
+        data = batch["data"]
         if data.ndim != 2 or data.shape[1] != 64 * 64 * 3:
             raise DatasetNotFoundError(
                 f"outlier pool 'imagenet_rc': {path} holds data of shape {data.shape}; "

@@ -10,8 +10,9 @@ in-distribution test set (PROTOCOL §5), saved with the run and recomputed on de
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+import sys
+import warnings
 
 import keras
 import numpy as np
@@ -20,13 +21,28 @@ import tensorflow as tf
 from atom_tf.batching import map_batches
 from atom_tf.data import InDistributionData, load_in_distribution
 from atom_tf.distribution import across_replicas, is_chief, precision_policy
-from atom_tf.errors import InvalidConfigError
+from atom_tf.errors import InvalidConfigError, InvalidInputError
 from atom_tf.evaluation.metrics import threshold_at_tpr
 from atom_tf.evaluation.scorers import Scorer, get_scorer
-from atom_tf.training.checkpoint import CheckpointManager, load_run_config, load_weights_checked
+from atom_tf.files import (
+    DamagedFileError,
+    atomic_write_json,
+    digest_of,
+    is_json_number,
+    read_json,
+    sha256_of_arrays,
+    try_write,
+)
+from atom_tf.training.checkpoint import (
+    FINAL_WEIGHTS,
+    CheckpointManager,
+    finished_weights,
+    load_weights_checked,
+)
 from atom_tf.training.methods import method_for
 from atom_tf.training.networks import build_network
 from atom_tf.training.train_step import RobustOODModel
+from atom_tf.training.trainer import read_run_config
 
 
 def as_unit_float(images: np.ndarray) -> np.ndarray:
@@ -34,6 +50,48 @@ def as_unit_float(images: np.ndarray) -> np.ndarray:
     return (
         images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
     )
+
+
+def check_images(images: np.ndarray, resize: bool = False, size: int = 32) -> np.ndarray:
+    """Images as the network takes them: [N, size, size, 3], uint8 or float in [0, 1]. Other
+    sizes are refused unless `resize` (short side to `size`, centre crop: the rule for image
+    folders); a wrong rank or channel count, other dtypes and values outside [0, 1] are
+    refused in one line with a hint."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        hint = " (one image: pass images[None])" if images.ndim == 3 else ""
+        raise InvalidInputError(
+            f"images must be a batch [N, H, W, 3]; got shape {images.shape}{hint}"
+        )
+    if images.shape[-1] != 3:
+        hint = " (grey images: np.repeat(images, 3, axis=-1))" if images.shape[-1] == 1 else ""
+        raise InvalidInputError(
+            f"images must have 3 colour channels last; got shape {images.shape}{hint}"
+        )
+    if images.dtype != np.uint8:
+        if not np.issubdtype(images.dtype, np.floating):
+            raise InvalidInputError(
+                f"images must be uint8 (0-255) or float in [0, 1]; got {images.dtype}"
+            )
+        if len(images) and not np.all(np.isfinite(images)):
+            raise InvalidInputError("images hold NaN or infinite values")
+        low, high = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+        if high > 1.0 or low < 0.0:
+            raise InvalidInputError(
+                f"float images must lie in [0, 1]; these span [{low:g}, {high:g}]"
+                + (": divide by 255, or pass uint8" if high > 1.0 else "")
+            )
+    if images.shape[1:3] != (size, size):
+        if not resize:
+            raise InvalidInputError(
+                f"images must be {size}x{size}; got {images.shape[1]}x{images.shape[2]} (pass "
+                f"resize=True to bring them to {size}x{size}: short side, centre crop)"
+            )
+        from atom_tf.data.image_files import resize_short_side_center_crop
+
+        resized = [resize_short_side_center_crop(image, size) for image in images]
+        images = np.stack(resized) if resized else np.zeros((0, size, size, 3), images.dtype)
+    return images
 
 
 @dataclasses.dataclass
@@ -45,6 +103,7 @@ class Detector:
     batch_size: int = 256
     strategy: tf.distribute.Strategy | None = None  # every batch split over its replicas
     scorer_params: dict | None = None  # constants a fitted scorer chose (ODIN's η, ...)
+    run_state: RunState | None = None  # which weights of which run (load_detector)
 
     def __post_init__(self) -> None:
         self._score = tf.function(
@@ -65,20 +124,28 @@ class Detector:
         shares = across_replicas(self.strategy, fn)
         return map_batches(lambda batch, _: shares(batch), as_unit_float(images), self.batch_size)
 
-    def score(self, images: np.ndarray) -> np.ndarray:
-        """Detection scores, higher = more in-distribution."""
+    def score(self, images: np.ndarray, resize: bool = False) -> np.ndarray:
+        """Detection scores (float32), higher = more in-distribution. `images`: [N, 32, 32, 3]
+        uint8 or float in [0, 1] (other sizes with `resize`)."""
+        images = check_images(images, resize)
+        if not len(images):
+            return np.zeros(0, np.float32)
         return self._batched(self._score, images)
 
-    def classify(self, images: np.ndarray) -> np.ndarray:
-        """Semantic label: argmax over the first K classes."""
-        return self._batched(self._classify, images)
+    def classify(self, images: np.ndarray, resize: bool = False) -> np.ndarray:
+        """Semantic label (int64): argmax over the first K classes."""
+        images = check_images(images, resize)
+        if not len(images):
+            return np.zeros(0, np.int64)
+        return self._batched(self._classify, images).astype(np.int64)
 
-    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, images: np.ndarray, resize: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(accepted as in-distribution, class label) per image."""
         if self.threshold is None:
             raise InvalidConfigError(
                 "detector has no threshold; use load_detector or calibrate() first"
             )
+        images = check_images(images, resize)
         return self.score(images) >= self.threshold, self.classify(images)
 
     def calibrate(self, in_distribution_images: np.ndarray, tpr: float = 0.95) -> float:
@@ -87,12 +154,50 @@ class Detector:
         return self.threshold
 
 
+def unfinished_note(run_dir: str, epochs_done: int, epochs: int) -> str:
+    return (
+        f"note: {run_dir} has not finished training: evaluating its checkpoint after epoch "
+        f"{epochs_done} of {epochs}; the numbers will change when it finishes"
+    )
+
+
+def progress_note(run_dir: str, config: dict) -> str | None:
+    """The unfinished-run line, from the run's records alone (before anything is loaded)."""
+    if finished_weights(run_dir) is not None:
+        return None
+    pointer = CheckpointManager(run_dir).pointer()
+    return (
+        None
+        if pointer is None
+        else unfinished_note(run_dir, pointer["epoch"] + 1, config["epochs"])
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    """Which weights of a run a detector holds: the final ones, or an unfinished run's latest
+    checkpoint. `weights_sha256` keys every result cached from them."""
+
+    finished: bool
+    epochs_done: int
+    epochs: int
+    weights_sha256: str
+    test_sha256: str  # the in-distribution test set the threshold is taken on
+
+    def note(self, run_dir: str) -> str | None:
+        """The warning line for an unfinished run (None when it has finished)."""
+        return None if self.finished else unfinished_note(run_dir, self.epochs_done, self.epochs)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 def load_network(
     run_dir: str, overrides: dict | None = None, strategy: tf.distribute.Strategy | None = None
-) -> tuple[keras.Model, dict, InDistributionData]:
-    """The trained network of a run (final weights, else its latest checkpoint), its variables
-    created under `strategy` when given."""
-    config = {**load_run_config(run_dir), **(overrides or {})}
+) -> tuple[keras.Model, dict, InDistributionData, RunState]:
+    """The trained network of a run (final weights, else its latest checkpoint: weights
+    only, never the optimizer), its variables created under `strategy` when given."""
+    config = {**read_run_config(run_dir), **(overrides or {})}
     method = method_for(config)
     data = load_in_distribution(
         config["dataset"], config.get("data_dir") or None, config.get("download", True)
@@ -100,18 +205,26 @@ def load_network(
     scope = (strategy or tf.distribute.get_strategy()).scope()
     with scope, precision_policy(config.get("precision", "float32")):
         network = build_network(config["model"], method, data.num_classes, data.normalization)
-    final = os.path.join(run_dir, "network.weights.h5")
-    if os.path.exists(final):
-        load_weights_checked(network, final)
+    final = finished_weights(run_dir)
+    epochs = config["epochs"]
+    checkpoints = CheckpointManager(run_dir)
+    if final is None and checkpoints.pointer() is None:  # a run older than its summary
+        legacy = os.path.join(run_dir, FINAL_WEIGHTS)
+        final = (legacy, None) if os.path.exists(legacy) else None
+    if final is not None:
+        digest, done = load_weights_checked(network, *final), epochs
     else:
         wrapper = RobustOODModel(network, method, data.num_classes)
         wrapper.build((None, 32, 32, 3))
-        optimizer = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
-        if CheckpointManager(run_dir).restore(wrapper, optimizer) is None:
+        restored = checkpoints.restore_model(wrapper)
+        if restored is None:
             raise InvalidConfigError(
                 f"{run_dir} has no trained weights yet (no checkpoint); train first"
             )
-    return network, {**config, "num_classes": data.num_classes}, data
+        done, digest = restored[0] + 1, restored[1]
+    test_digest = sha256_of_arrays(data.x_test, data.y_test)
+    state = RunState(final is not None, done, epochs, digest, test_digest)
+    return network, {**config, "num_classes": data.num_classes}, data, state
 
 
 def load_detector(
@@ -121,32 +234,75 @@ def load_detector(
     overrides: dict | None = None,
     scorer_options: dict | None = None,
 ) -> Detector:
-    """Loads a trained run as a Detector with its 95%-TPR threshold (cached in the run)."""
-    return load_run(run_dir, scorer, recompute_threshold, overrides, scorer_options=scorer_options)[
-        0
-    ]
+    """Loads a trained run as a Detector with its 95%-TPR threshold (cached in the run when
+    the run folder can be written). An unfinished run loads its latest checkpoint, with a
+    warning."""
+    detector = load_run(run_dir, scorer, recompute_threshold, overrides,
+                        scorer_options=scorer_options)[0]  # fmt: skip
+    note = detector.run_state.note(run_dir)
+    if note is not None:
+        warnings.warn(note.removeprefix("note: "), stacklevel=2)
+    return detector
+
+
+def read_cache(folders: list[str], name: str, key: str) -> dict | None:
+    """The payload of cache file `name` in the first of `folders` holding one made for `key`
+    (and intact: its payload's digest is stored beside it); None when none is."""
+    for folder in folders:
+        path = os.path.join(folder, name)
+        if not os.path.exists(path):
+            continue
+        try:
+            record = read_json(path)
+        except DamagedFileError as err:
+            print(f"note: {err}; it is recomputed", file=sys.stderr)
+            continue
+        if (
+            isinstance(record, dict)
+            and record.get("key") == key
+            and isinstance(record.get("payload"), dict)
+            and record.get("sha256") == digest_of(record["payload"])
+        ):
+            return record["payload"]
+    return None
+
+
+def write_cache(folders: list[str], name: str, key: str, payload: dict) -> None:
+    """Writes the cache file in the first folder that can be written (none: not cached)."""
+    record = {"key": key, "payload": payload, "sha256": digest_of(payload)}
+    for folder in folders:
+        path = os.path.join(folder, name)
+        if try_write(lambda path=path: atomic_write_json(path, record)):
+            return
+
+
+def pool_identity(config: dict) -> dict:
+    """What the calibration pool is: its name, resolved path, size and modification time."""
+    path = config.get("pool_path") or ""
+    identity = {"pool": config.get("pool"), "path": os.path.realpath(path) if path else ""}
+    if path and os.path.exists(path):
+        st = os.stat(path)
+        identity.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return identity
 
 
 def fitted_scorer(
-    scorer: Scorer, run_dir: str, network: keras.Model, config: dict, data: InDistributionData,
-    options: dict, write: bool = True,
+    scorer: Scorer, folders: list[str], network: keras.Model, config: dict,
+    data: InDistributionData, options: dict, state: RunState, write: bool = True,
 ) -> tuple[Scorer, dict]:  # fmt: skip
     """The scorer with its constants chosen on the run's calibration data (atom_tf.evaluation.
-    calibration), cached in run_dir/scorer_<name>.json for these options."""
+    calibration), cached as scorer_<name>.json for these weights, options, test set and pool."""
     from atom_tf.evaluation.calibration import load_calibration
 
-    path = os.path.join(run_dir, f"scorer_{scorer.name}.json")
-    params = None
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        params = saved["params"] if saved.get("options") == options else None
+    name = f"scorer_{scorer.name}.json"
+    key = digest_of({"weights": state.weights_sha256, "test": state.test_sha256,
+                     "options": options, "pool": pool_identity(config)})  # fmt: skip
+    cached = read_cache(folders, name, key)
+    params = cached["params"] if cached is not None else None
     if params is None:
         params = scorer.fit(load_calibration(network, config, data), options)
         if write:
-            with open(f"{path}.tmp", "w") as f:
-                json.dump({"options": options, "params": params}, f)
-            os.replace(f"{path}.tmp", path)
+            write_cache(folders, name, key, {"options": options, "params": params})
     return scorer.bind(params, network, data.num_classes), params
 
 
@@ -157,11 +313,15 @@ def load_run(
     overrides: dict | None = None,
     strategy: tf.distribute.Strategy | None = None,
     scorer_options: dict | None = None,
+    cache_dir: str | None = None,
 ) -> tuple[Detector, dict, InDistributionData]:
     """The detector of a run, its configuration and its in-distribution data; with a
     `strategy`, its batches are split over the replicas. Scorers with constants to choose
-    (ODIN, Mahalanobis) are fitted on the run's calibration data first (once, then cached)."""
-    network, config, data = load_network(run_dir, overrides, strategy)
+    (ODIN, Mahalanobis) are fitted on the run's calibration data first (once, then cached).
+    Caches (threshold, fitted constants) are keyed by the weights, the test set and the
+    settings they come from; they are written into the run, or into `cache_dir` when the run
+    folder cannot be written."""
+    network, config, data, state = load_network(run_dir, overrides, strategy)
     method = method_for(config)
     name = scorer or method.scorer
     chosen = get_scorer(name)
@@ -170,25 +330,24 @@ def load_run(
             f"scorer {name!r} needs outputs beyond the K classes; {config['method']!r} is K-way"
         )
     writer = strategy is None or is_chief(strategy)
+    folders = [run_dir, *([cache_dir] if cache_dir else [])]
     params = None
     if chosen.fit is not None:
         chosen, params = fitted_scorer(
-            chosen, run_dir, network, config, data, scorer_options or {}, writer
+            chosen, folders, network, config, data, scorer_options or {}, state, writer
         )
-    detector = Detector(network, data.num_classes, chosen, strategy=strategy, scorer_params=params)
-    path = os.path.join(run_dir, f"threshold_{name}.json")
-    record = None
-    if os.path.exists(path) and not recompute_threshold:
-        with open(path) as f:
-            record = json.load(f)
-    if record is not None and record.get("params") == params:
+    detector = Detector(network, data.num_classes, chosen, strategy=strategy,
+                        scorer_params=params, run_state=state)  # fmt: skip
+    threshold_file = f"threshold_{name}.json"
+    key = digest_of({"weights": state.weights_sha256, "test": state.test_sha256,
+                     "scorer": name, "params": params})  # fmt: skip
+    record = None if recompute_threshold else read_cache(folders, threshold_file, key)
+    if record is not None and is_json_number(record.get("threshold")):
         detector.threshold = float(record["threshold"])
     else:
         detector.calibrate(data.x_test)
-        if not writer:
-            return detector, config, data
-        with open(path, "w") as f:
-            json.dump(
-                {"threshold": detector.threshold, "tpr": 0.95, "scorer": name, "params": params}, f
-            )
+        if writer:
+            write_cache(folders, threshold_file, key,
+                        {"threshold": detector.threshold, "tpr": 0.95, "scorer": name,
+                         "params": params})  # fmt: skip
     return detector, config, data

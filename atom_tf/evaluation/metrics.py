@@ -10,10 +10,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from atom_tf.errors import InvalidInputError
+
+
+def checked_scores(scores: np.ndarray, what: str) -> np.ndarray:
+    """Scores as float64, refused in one line when empty or not all finite: a NaN would count
+    as rejected in FPR95 but rank above everything in AUROC."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if not len(scores):
+        raise InvalidInputError(f"no {what} scores to compute metrics from")
+    bad = int(np.count_nonzero(~np.isfinite(scores)))
+    if bad:
+        raise InvalidInputError(
+            f"{bad} of the {len(scores):,} {what} scores are NaN or infinite: the network's "
+            "outputs are not finite (a diverged run, or inputs outside [0, 1])"
+        )
+    return scores
+
 
 def threshold_at_tpr(in_scores: np.ndarray, tpr: float = 0.95) -> float:
     """τ = sorted(in_scores)[round((1 - tpr) n)]."""
-    ordered = np.sort(np.asarray(in_scores, dtype=np.float64))
+    ordered = np.sort(checked_scores(in_scores, "in-distribution"))
     index = min(round((1.0 - tpr) * len(ordered)), len(ordered) - 1)
     return float(ordered[index])
 
@@ -66,8 +83,13 @@ def end_to_end_accuracy(
     return float(np.mean((np.asarray(in_scores) >= threshold) & (predictions == labels)))
 
 
-def detection_metrics(in_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float]:
-    """FPR at 95% TPR, AUROC, AUPR-In and AUPR-Out, in percent."""
+def detection_metrics(
+    in_scores: np.ndarray, ood_scores: np.ndarray, what: str = "OOD"
+) -> dict[str, float]:
+    """FPR at 95% TPR, AUROC, AUPR-In and AUPR-Out, in percent; `what` names the OOD scores
+    in the error for NaN or empty scores."""
+    in_scores = checked_scores(in_scores, "in-distribution")
+    ood_scores = checked_scores(ood_scores, what)
     return {
         "fpr95": 100 * fpr_at_tpr(in_scores, ood_scores),
         "auroc": 100 * auroc(in_scores, ood_scores),

@@ -9,6 +9,9 @@ import os
 
 import numpy as np
 
+from atom_tf.evaluation.runner import scores_file
+from atom_tf.files import atomic_write_text
+
 METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out")
 
 
@@ -49,8 +52,7 @@ def markdown_table(results: dict) -> str:
 def write_reports(
     results: dict, results_dir: str, log_dir: str | None = None, plots: bool = True
 ) -> None:
-    with open(os.path.join(results_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    atomic_write_text(os.path.join(results_dir, "results.json"), json.dumps(results, indent=2))
     with open(os.path.join(results_dir, "results.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["dataset", "method", "scorer", "ood_set", "threat", "images", *METRICS])
@@ -69,10 +71,8 @@ def write_reports(
         write_tensorboard(results, log_dir)
 
 
-def _scores(results_dir: str, name: str) -> np.ndarray:
-    if name == "in_distribution":
-        return np.load(os.path.join(results_dir, "scores", "in_distribution.npy"))
-    with np.load(os.path.join(results_dir, "scores", f"{name}.npz")) as saved:
+def _scores(results_dir: str, label: str, threat: str | None = None) -> np.ndarray:
+    with np.load(os.path.join(results_dir, scores_file(label, threat))) as saved:
         return saved["scores"]
 
 
@@ -114,7 +114,7 @@ def plot_scores(results: dict, results_dir: str) -> None:
         sets = list(results["ood"])
         fig, axes = plt.subplots(1, len(sets) + 1, figsize=(4 * (len(sets) + 1), 3.4))
         for ax, name in zip(axes[:-1], sets, strict=True):
-            ood = _scores(results_dir, f"{name}__{threat}")
+            ood = _scores(results_dir, name, threat)
             bins = np.linspace(min(in_scores.min(), ood.min()), max(in_scores.max(), ood.max()), 50)
             ax.hist(in_scores, bins, alpha=0.6, density=True, label="in-distribution")
             ax.hist(ood, bins, alpha=0.6, density=True, label=name)
@@ -125,7 +125,7 @@ def plot_scores(results: dict, results_dir: str) -> None:
         axes[0].legend(fontsize=7)
         ax = axes[-1]
         for name in sets:
-            ood = _scores(results_dir, f"{name}__{threat}")
+            ood = _scores(results_dir, name, threat)
             thresholds = np.unique(np.concatenate([in_scores, ood]))[::-1]
             tpr = [(in_scores >= t).mean() for t in thresholds]
             fpr = [(ood >= t).mean() for t in thresholds]

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from atom_tf.data.ood_sets import load_ood_set, ood_set_label
+from atom_tf.data.ood_sets import load_ood_set, resolved_set_name, unique_labels
 from atom_tf.distribution import is_chief
-from atom_tf.evaluation.detector import Detector, as_unit_float, load_run
+from atom_tf.errors import InvalidConfigError
+from atom_tf.evaluation.detector import Detector, as_unit_float, load_run, progress_note
 from atom_tf.evaluation.metrics import detection_metrics, end_to_end_accuracy
 from atom_tf.evaluation.threats import AttackSettings, ThreatContext, get_threat
+from atom_tf.files import digest_of, save_npz_atomic, sha256_of_arrays, writable_directory
 from atom_tf.training.checkpoint import claim_directory
+from atom_tf.training.trainer import read_run_config
 
 
 def winner_counts(winners: np.ndarray, which: str) -> dict[str, int]:
@@ -45,6 +49,16 @@ class EvalSettings:
     seed: int = 0
     jit_compile: bool = False
 
+    def __post_init__(self) -> None:
+        if self.max_ood_images is not None and self.max_ood_images < 1:
+            raise InvalidConfigError(
+                f"--max_ood_images must be positive, or 0 for all (got {self.max_ood_images})"
+            )
+        if self.batch_size < 1:
+            raise InvalidConfigError(f"--batch_size must be positive (got {self.batch_size})")
+        if not self.ood_sets:
+            raise InvalidConfigError("no OOD sets to evaluate on; pass --ood_sets")
+
     def identity(self) -> dict:
         """What determines the saved scores (the list of sets/threats may grow freely)."""
         d = dataclasses.asdict(self)
@@ -55,9 +69,65 @@ class EvalSettings:
         return d
 
 
+def _without_run_path(identity: dict) -> dict:
+    """Where the run lay does not decide the numbers (each score file is keyed by the weights'
+    digest), so a moved or shared run keeps its results folder."""
+    return {k: v for k, v in identity.items() if k != "run"}
+
+
 def _prepare_results_dir(results_dir: str, identity: dict, overwrite: bool) -> None:
-    claim_directory(results_dir, "settings.json", identity, overwrite, "--results_dir")
+    claim_directory(results_dir, "settings.json", identity, overwrite, "--results_dir",
+                    _without_run_path)  # fmt: skip
     os.makedirs(os.path.join(results_dir, "scores"), exist_ok=True)
+
+
+def check_results_dir(results_dir: str, run_dir: str) -> None:
+    """The results folder can be written; inside a read-only run, say where else to write."""
+    inside = os.path.realpath(results_dir).startswith(os.path.realpath(run_dir) + os.sep)
+    try:
+        writable_directory(results_dir, "--results_dir")
+    except InvalidConfigError as err:
+        if not inside:
+            raise
+        raise InvalidConfigError(
+            f"{err}; the run folder {run_dir} cannot be written: pass "
+            "--results_dir=DIR outside it (thresholds and fitted constants are then kept there)"
+        ) from None
+
+
+def scores_file(label: str, threat: str | None = None) -> str:
+    """Where a set's scores under a threat (or the in-distribution scores) are kept, relative
+    to the results folder."""
+    name = label.replace("/", "__") + (f"__{threat}" if threat else "")
+    return os.path.join("scores", f"{name}.npz")
+
+
+def saved_scores(path: str, key: str, count: int) -> tuple[np.ndarray, dict] | None:
+    """Scores saved for exactly this key (weights, scorer, attack, set content), else None; a
+    damaged file counts as absent."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path) as saved:
+            arrays = {k: saved[k] for k in saved.files}
+    except Exception:  # a truncated or damaged file: numpy and zipfile raise many types
+        print(f"note: {path} cannot be read; its scores are recomputed", file=sys.stderr)
+        return None
+    scores = arrays.pop("scores", None)
+    if str(arrays.pop("key", "")) != key or scores is None or scores.shape != (count,):
+        return None
+    return scores, arrays
+
+
+def score_key(state, detector: Detector, set_name: str, images: np.ndarray, threat: str,
+              settings: EvalSettings) -> str:  # fmt: skip
+    """What a set's scores under a threat depend on."""
+    return digest_of({
+        "weights": state.weights_sha256, "scorer": detector.scorer.name,
+        "params": detector.scorer_params, "attack": dataclasses.asdict(settings.attack),
+        "threat": threat, "set": resolved_set_name(set_name),
+        "images": sha256_of_arrays(images), "seed": settings.seed,
+    })  # fmt: skip
 
 
 def ood_scores(
@@ -106,10 +176,16 @@ def evaluate(
     writes `results_dir`; the others write to a temporary folder)."""
     for threat in settings.threats:
         get_threat(threat)  # unknown names fail before any work
-    detector, config, data = load_run(run_dir, settings.scorer, overrides=overrides,
-                                      strategy=strategy, scorer_options=settings.scorer_options)  # fmt: skip
     if strategy is not None and not is_chief(strategy):
         results_dir, verbose = tempfile.mkdtemp(prefix="atom_tf_worker_eval_"), False
+    check_results_dir(results_dir, run_dir)
+    note = progress_note(run_dir, {**read_run_config(run_dir), **(overrides or {})})
+    if verbose and note:
+        print(note, flush=True)
+    detector, config, data = load_run(run_dir, settings.scorer, overrides=overrides,
+                                      strategy=strategy, scorer_options=settings.scorer_options,
+                                      cache_dir=results_dir)  # fmt: skip
+    state = detector.run_state
     scorer_name = detector.scorer.name
     identity = {**settings.identity(), "scorer": scorer_name, "run": os.path.abspath(run_dir)}
     _prepare_results_dir(results_dir, identity, overwrite)
@@ -122,6 +198,7 @@ def evaluate(
         "dataset": config["dataset"],
         "method": config["method"],
         "model": config["model"],
+        "run": state.to_json(),
         "settings": {
             **identity,
             "ood_sets": list(settings.ood_sets),
@@ -138,36 +215,33 @@ def evaluate(
         },
         "ood": {},
     }
-    scores_dir = os.path.join(results_dir, "scores")
-    np.save(os.path.join(scores_dir, "in_distribution.npy"), in_scores)
-    labels = [ood_set_label(s) for s in settings.ood_sets]
+    save_npz_atomic(os.path.join(results_dir, scores_file("in_distribution")), scores=in_scores)
+    labels = unique_labels(list(settings.ood_sets))
     compiled: dict = {}  # attacks traced once, used for every set
     for set_name, label in zip(settings.ood_sets, labels, strict=True):
-        images, shared = None, {}
+        shared: dict = {}
+        images = load_ood_set(
+            set_name, settings.max_ood_images, data_dir, ood_dir, seed=settings.seed
+        )
         for threat in settings.threats:
-            path = os.path.join(scores_dir, f"{label}__{threat}.npz")
-            if os.path.exists(path):
-                with np.load(path) as saved:
-                    scores = saved["scores"]
-                    records = {k: saved[k] for k in saved.files if k != "scores"}
+            path = os.path.join(results_dir, scores_file(label, threat))
+            key = score_key(state, detector, set_name, images, threat, settings)
+            found = saved_scores(path, key, len(images))
+            if found is not None:
+                scores, records = found
                 if verbose:
                     print(f"{label} / {threat}: scores found, not recomputed")
             else:
-                if images is None:
-                    images = load_ood_set(
-                        set_name, settings.max_ood_images, data_dir, ood_dir, seed=settings.seed
-                    )
                 start = time.perf_counter()
                 scores, records = ood_scores(
                     detector, images, threat, settings, verbose, shared, compiled
                 )
-                np.savez(path + ".tmp.npz", scores=scores, **records)
-                os.replace(path + ".tmp.npz", path)
+                save_npz_atomic(path, scores=scores, key=np.array(key), **records)
                 if verbose:
                     print(
                         f"{label} / {threat}: {len(scores):,} images in {time.perf_counter() - start:.1f} s"
                     )
-            metrics = detection_metrics(in_scores, scores)
+            metrics = detection_metrics(in_scores, scores, f"{label} / {threat}")
             results["ood"].setdefault(label, {})[threat] = {"images": len(scores), **metrics}
             if "winners" in records:
                 counts = winner_counts(records["winners"], settings.attack.corruptions)

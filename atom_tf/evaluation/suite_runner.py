@@ -3,7 +3,6 @@ so that every stage resumes on its own and a failure in one leaves the others' w
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -14,6 +13,8 @@ from atom_tf.data.image_files import source_label
 from atom_tf.errors import UserError
 from atom_tf.evaluation.suite import SuiteEntry
 from atom_tf.evaluation.suite_report import combine, write_suite_reports
+from atom_tf.files import atomic_write_json, read_json
+from atom_tf.training.checkpoint import recorded_weights_sha256
 
 EVAL_DIR = "eval_suite"
 
@@ -52,16 +53,30 @@ class Timings:
         self.path = path
         self.values: dict[str, dict[str, float]] = {}
         if os.path.exists(path):
-            with open(path) as f:
-                self.values = json.load(f)
+            values = read_json(path, hint="delete it (only the timing column is lost)")
+            self.values = values if isinstance(values, dict) else {}
 
     def add(self, entry: str, stage: str, seconds: float) -> None:
         per = self.values.setdefault(entry, {})
         per[stage] = per.get(stage, 0.0) + seconds
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.values, f, indent=2)
-        os.replace(tmp, self.path)
+        atomic_write_json(self.path, self.values)
+
+
+def finished_evaluation(path: str, runs_dir: str, entry: SuiteEntry) -> dict:
+    """An entry's results.json, refused when the run's weights changed after it was written
+    (a run trained further, or retrained, since its evaluation)."""
+    hint = "run the suite again to re-evaluate it"
+    results = read_json(path, hint=hint)
+    if not isinstance(results, dict) or not isinstance(results.get("ood"), dict):
+        raise UserError(f"{path} holds no evaluation results; {hint}")
+    evaluated = (results.get("run") or {}).get("weights_sha256")
+    current = recorded_weights_sha256(os.path.join(runs_dir, entry.run_name))
+    if evaluated and current and evaluated != current:
+        raise UserError(
+            f"{entry.name}: {path} was computed from other weights than the run holds now "
+            f"(trained further or retrained since); {hint}"
+        )
+    return results
 
 
 def run_suite(
@@ -115,8 +130,7 @@ def run_suite(
         path = os.path.join(results_dir(runs_dir, entry), "results.json")
         if not os.path.exists(path):
             raise UserError(f"{entry.name} has no finished evaluation ({path}); run the suite")
-        with open(path) as f:
-            evaluations[entry.name] = json.load(f)
+        evaluations[entry.name] = finished_evaluation(path, runs_dir, entry)
         train = timings.values.get(entry.run_name, {}).get("train")
         evaluate = timings.values.get(entry.name, {}).get("evaluate")
         seconds[entry.name] = {k: v for k, v in (("train", train), ("evaluate", evaluate)) if v}

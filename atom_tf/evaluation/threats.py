@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from atom_tf.batching import map_batches
 from atom_tf.distribution import across_replicas
+from atom_tf.errors import InvalidConfigError
 from atom_tf.evaluation.scorers import LogitsFn, Scorer
 from atom_tf.registry import Registry
 from atom_tf.training.pgd import pgd_attack, random_start_noise
@@ -36,6 +37,17 @@ class AttackSettings:
     adaptive: bool = False  # attack the scorer's own score instead of PROTOCOL's objective
     corruptions: str = "all"  # corruption search: 'all' 19 × 5 variants or 'common' 15 × 5
     corruption_table: str = ""  # '' = cifar constants for 32×32 inputs, imagenet otherwise
+
+    def __post_init__(self) -> None:
+        checks = {"--attack_epsilon >= 0": self.epsilon >= 0, "--attack_steps >= 0": self.steps >= 0,
+                  "--attack_step_size > 0": self.step_size > 0,
+                  "--attack_restarts >= 1": self.restarts >= 1}  # fmt: skip
+        failed = [name for name, ok in checks.items() if not ok]
+        if failed:
+            raise InvalidConfigError(
+                f"attack settings need {', '.join(failed)} (got epsilon {self.epsilon:g}, steps "
+                f"{self.steps}, step size {self.step_size:g}, restarts {self.restarts})"
+            )
 
 
 @dataclasses.dataclass

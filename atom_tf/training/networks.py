@@ -3,15 +3,12 @@ methods that add a density model) and fine-tuning from another run's network."""
 
 from __future__ import annotations
 
-import json
-import os
-
 import keras
 import numpy as np
 
 from atom_tf.errors import InvalidConfigError
 from atom_tf.models import Normalization, build_model
-from atom_tf.training.checkpoint import load_weights_checked
+from atom_tf.training.checkpoint import finished_weights, load_run_config, load_weights_checked
 from atom_tf.training.methods import Method, method_for
 
 
@@ -32,18 +29,19 @@ def initialise_from_run(
     """Starts `network` from the final weights of the run in `source_dir` (same dataset and
     architecture). Outputs the source lacks (SOFL's reject classes after a K-way standard run)
     keep their fresh initialisation; every other weight is copied."""
-    with open(os.path.join(source_dir, "config.json")) as f:
-        source_config = json.load(f)
-    weights = os.path.join(source_dir, "network.weights.h5")
-    if not os.path.exists(weights):
+    source_config = load_run_config(source_dir)
+    final = finished_weights(source_dir)
+    if final is None:
         raise InvalidConfigError(f"--init_from: {source_dir} has not finished training")
+    if not all(isinstance(source_config.get(k), str) for k in ("dataset", "model", "method")):
+        raise InvalidConfigError(f"--init_from: {source_dir}/config.json is damaged")
     if (source_config["dataset"], source_config["model"]) != (dataset, model):
         raise InvalidConfigError(
             f"--init_from: {source_dir} trained {source_config['model']} on "
             f"{source_config['dataset']}, not {model} on {dataset}"
         )
     source = build_network(model, method_for(source_config), num_classes, normalization)
-    load_weights_checked(source, weights)
+    load_weights_checked(source, *final)
     if len(source.weights) != len(network.weights):
         raise InvalidConfigError(
             f"--init_from: {source_config['method']}'s network does not fit {method.name}'s"

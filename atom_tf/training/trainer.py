@@ -31,7 +31,14 @@ from atom_tf.distribution import (
     replica_layout,
 )
 from atom_tf.errors import InvalidConfigError, NonFiniteLossError
-from atom_tf.training.checkpoint import CheckpointManager, check_run_config
+from atom_tf.files import DamagedFileError, check_record, writable_directory
+from atom_tf.training.checkpoint import (
+    CheckpointManager,
+    check_run_config,
+    load_run_config,
+    read_summary,
+    write_summary,
+)
 from atom_tf.training.methods import get_method, method_for
 from atom_tf.training.mining import MiningCallback, OutlierMiner, make_ood_scorer, validate_mining
 from atom_tf.training.networks import build_network, initialise_from_run
@@ -93,10 +100,33 @@ class TrainConfig:
         return d
 
     @classmethod
+    def check_record(cls, record: dict, path: str) -> dict:
+        """A saved config.json checked field by field: every field that every version writes
+        is present, and each known field holds its type (one line naming the file and field)."""
+        hint = "restore the run folder or retrain"
+        kinds = {"str": str, "int": int, "float": float, "bool": bool,
+                 "bool | None": (bool, type(None)), "tuple[int, ...]": list}  # fmt: skip
+        fields = {f.name: kinds[f.type] for f in dataclasses.fields(cls)}
+        required = {k: v for k, v in fields.items() if k not in ADDED_LATER}
+        check_record(path, record, required, hint)
+        check_record(path, record, {k: v for k, v in fields.items() if k in record}, hint)
+        if not all(
+            isinstance(e, int) and not isinstance(e, bool) for e in record["lr_decay_epochs"]
+        ):
+            raise DamagedFileError(f"{path}: 'lr_decay_epochs' must be a list of integers; {hint}")
+        return record
+
+    @classmethod
     def from_json(cls, d: dict) -> TrainConfig:
         d = dict(d)
         d["lr_decay_epochs"] = tuple(d["lr_decay_epochs"])
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
+
+def read_run_config(run_dir: str) -> dict:
+    """A run's config.json, every field checked (TrainConfig.check_record)."""
+    record = load_run_config(run_dir)
+    return TrainConfig.check_record(record, os.path.join(run_dir, "config.json"))
 
 
 def resolve_jit_compile(jit_compile: bool | None) -> bool:
@@ -158,12 +188,28 @@ def validate_config(config: TrainConfig) -> None:
             f"--mining=window needs a method with an OOD score to mine by (atom, ntom, "
             f"atom_energy), not {config.method!r}"
         )
+    for name in ("epsilon", "attack_steps"):
+        if getattr(config, name) < 0:
+            raise InvalidConfigError(f"--{name} must be >= 0 (got {getattr(config, name)})")
+    if config.attack_step_size <= 0:
+        raise InvalidConfigError(
+            f"--attack_step_size must be positive (got {config.attack_step_size})"
+        )
     if config.init_from and not os.path.exists(os.path.join(config.init_from, "config.json")):
         raise InvalidConfigError(f"--init_from: {config.init_from} is not a training run")
     if config.num_candidates and config.num_selected:
         validate_mining(config.num_candidates, config.num_selected, config.quantile)
     elif not 0.0 <= config.quantile < 1.0:
         raise InvalidConfigError(f"--quantile must lie in [0, 1 - n/N] (got {config.quantile})")
+
+
+def readable_summary(run_dir: str) -> dict | None:
+    """The run's summary, or None when it is missing or damaged (it is then written again)."""
+    try:
+        return read_summary(run_dir)
+    except DamagedFileError as err:
+        print(f"note: {err}; it is written again")
+        return None
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
@@ -301,6 +347,7 @@ def train(
     )
     chief = is_chief(strategy)
     write_dir = run_dir if chief else tempfile.mkdtemp(prefix="atom_tf_worker_")
+    writable_directory(write_dir, "--output_dir")
     verbose = verbose if chief else 0
     with strategy.scope():
         data, feed, model, method = build_training(config)
@@ -312,12 +359,10 @@ def train(
     checkpoints = CheckpointManager(run_dir)
     last = checkpoints.restore(model, model.optimizer)
     initial_epoch = 0 if last is None else last + 1
-    summary_path = os.path.join(run_dir, "summary.json")
-    if initial_epoch >= config.epochs and os.path.exists(summary_path):
+    if initial_epoch >= config.epochs and (summary := readable_summary(run_dir)) is not None:
         if verbose:
             print(f"{run_dir} finished all {config.epochs} epochs earlier; nothing to train")
-        with open(summary_path) as f:
-            return json.load(f)
+        return summary
     if verbose:
         print(describe_run(config, data, model, miner, run_dir), flush=True)
         batches = {"in": config.in_batch}
@@ -376,16 +421,13 @@ def train(
         finally:
             feed.close()
     results = model.evaluate(test_dataset(data), verbose=0, return_dict=True)
-    model.network.save_weights(os.path.join(write_dir, "network.weights.h5"))
-    summary = {
+    summary = write_summary(write_dir, model.network, {
         "test_accuracy": float(results["in_accuracy"]),
         "epochs": config.epochs,
         "resumed_from_epoch": initial_epoch,
         "train_seconds": time.perf_counter() - start,
         "mining": mining.history,
-    }
-    with open(os.path.join(write_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    })  # fmt: skip
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
     return summary
