@@ -4,7 +4,8 @@ atom_tf.cli.call_main. Writes [{"code", "stderr", "traceback"}] as JSON.
 
     python tests/entry_driver.py bin/evaluate.py cases.json results.json
 
-cases.json holds a list of argument lists. A case whose main raises anything but a user error
+cases.json holds a list of argument lists. ENTRY_DRIVER_EAGER=1 runs tf.functions eagerly
+(each case builds a new network, whose tracing would cost more than its tiny inputs). A case whose main raises anything but a user error
 gets code "traceback" and the traceback text: tests assert there is none."""
 
 import contextlib
@@ -27,6 +28,10 @@ def main() -> None:
 
     from atom_tf import cli
 
+    if os.environ.get("ENTRY_DRIVER_EAGER") == "1":  # tiny inputs: tracing would dominate
+        import tensorflow as tf
+
+        tf.config.run_functions_eagerly(True)
     with open(cases_path) as f:
         cases = json.load(f)
     results = []

@@ -55,15 +55,29 @@ def numbers(results: dict) -> dict:
     return {k: results[k] for k in ("threshold", "in_distribution", "ood")}
 
 
-def run_entry(entry: str, cases: list[list[str]], tmp_path, env=None) -> list[dict]:
-    """Each command line of `cases` through the entry point, in one process."""
-    cases_path, out_path = tmp_path / "cases.json", tmp_path / "out.json"
-    cases_path.write_text(json.dumps(cases))
+def run_entry(entry: str, cases: list[list[str]], tmp_path, workers: int = 1) -> list[dict]:
+    """Each command line of `cases` through the entry point, in `workers` processes (each
+    taking an equal share, in order), tf.functions run eagerly (tiny inputs)."""
     driver = os.path.join(REPO, "tests", "entry_driver.py")
-    subprocess.run([sys.executable, driver, os.path.join(REPO, entry), str(cases_path),
-                    str(out_path)], cwd=REPO, check=True, timeout=900,
-                   env={**os.environ, **(env or {})})  # fmt: skip
-    return json.loads(out_path.read_text())
+    shares = [cases[i::workers] for i in range(workers)]
+    procs, outs = [], []
+    for i, share in enumerate(shares):
+        cases_path, out_path = tmp_path / f"cases{i}.json", tmp_path / f"out{i}.json"
+        cases_path.write_text(json.dumps(share))
+        command = [
+            sys.executable,
+            driver,
+            os.path.join(REPO, entry),
+            str(cases_path),
+            str(out_path),
+        ]
+        env = {**os.environ, "ENTRY_DRIVER_EAGER": "1"}
+        procs.append(subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.DEVNULL))
+        outs.append(out_path)
+    for proc in procs:
+        assert proc.wait(timeout=900) == 0
+    results = [json.loads(out.read_text()) for out in outs]
+    return [results[i % workers][i // workers] for i in range(len(cases))]
 
 
 def assert_one_error_line(result: dict, needle: str) -> None:
@@ -160,7 +174,7 @@ def test_a_run_folder_never_runs_code_it_holds(run_dir, tmp_path, scorer):
 
 def evaluate_flags(run: str, *extra: str) -> list[str]:
     return [f"--checkpoint={run}", "--ood_sets=letters", "--max_ood_images=40",
-            "--threats=natural", "--plots=false", *extra]  # fmt: skip
+            "--threats=natural", "--plots=false", "--batch_size=64", *extra]  # fmt: skip
 
 
 def test_user_mistakes_and_damaged_run_files_end_in_one_error_line(run_dir, tmp_path):
@@ -374,7 +388,7 @@ def test_two_hundred_damaged_run_folders_give_the_same_numbers_or_one_error_line
         copy = copy_run(base, tmp_path / f"m{i:03d}")
         done.append(mutate(os.path.join(copy, files[rng.integers(len(files))]), rng))
         copies.append(copy)
-    results = run_entry("bin/evaluate.py", [evaluate_flags(c) for c in copies], tmp_path)
+    results = run_entry("bin/evaluate.py", [evaluate_flags(c) for c in copies], tmp_path, workers=2)
     errors = 0
     for copy, what, result in zip(copies, done, results, strict=True):
         assert result["traceback"] == "", f"{what}: {result['traceback']}"
