@@ -266,7 +266,6 @@ def test_training_refuses_bad_folders_settings_and_damaged_checkpoints(run_dir, 
         assert_one_error_line(result, needle)
 
 
-@pytest.mark.xfail(strict=False, reason="passes alone, failed once in the full suite: not yet understood")
 def test_a_damaged_summary_is_written_again_by_the_training_command(run_dir, tmp_path):
     run = copy_run(run_dir, tmp_path / "run")
     with open(os.path.join(run, "summary.json"), "w") as f:
@@ -275,8 +274,25 @@ def test_a_damaged_summary_is_written_again_by_the_training_command(run_dir, tmp
     assert result["code"] == 0, result["stderr"][-1500:] + result["traceback"]
     assert "summary.json cannot be read" in result["stdout"]
     summary = json.loads(Path(os.path.join(run, "summary.json")).read_text())
-    assert summary["weights_sha256"] == json.loads(
-        Path(os.path.join(run_dir, "summary.json")).read_text())["weights_sha256"]  # fmt: skip
+    # HDF5 files of the same weights differ byte for byte from one save to the next: the
+    # summary records the file written now, and that file holds the original run's weights
+    weights = os.path.join(run, "network.weights.h5")
+    assert summary["weights_sha256"] == sha256_of_file(weights)
+    original = h5_arrays(os.path.join(run_dir, "network.weights.h5"))
+    rewritten = h5_arrays(weights)
+    assert original.keys() == rewritten.keys() and len(original) > 4
+    assert all(np.array_equal(original[k], rewritten[k]) for k in original)
+
+
+def h5_arrays(path: str) -> dict[str, np.ndarray]:
+    """Every dataset of an HDF5 file, by its path."""
+    import h5py
+
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: arrays.update(
+            {name: obj[()]} if isinstance(obj, h5py.Dataset) else {}))  # fmt: skip
+    return arrays
 
 
 def read_only(path: str, command: list[str]) -> list[str]:
