@@ -5,7 +5,7 @@ Measures, in one run on whatever device TensorFlow sees: the DenseNet-BC-100 ATO
 step (64 + 128 images, PGD-5 on 64 outliers) with XLA on and off in each precision
 (float32, mixed_bfloat16, mixed_float16), the mining scoring rate and the L∞ PGD-40 attack
 rate in the fastest configuration, then extrapolates the wall time of the full CIFAR-10
-protocol (PROTOCOL §2-5): 100 epochs of 782 steps with N = 400,000 candidates scored per
+protocol (docs/protocol.md §2-5): 100 epochs of 782 steps with N = 400,000 candidates scored per
 epoch, and the four-threat evaluation of the six OOD test sets (54,565 images: each attacked
 twice with PGD-40 (L∞, compositional) and scored 1 + 95 times (natural, corruption search)).
 The corruption synthesis runs on the CPU and is timed by bench/corruptions.py, not here.
@@ -34,7 +34,9 @@ flags.DEFINE_list(
 )
 
 EPOCHS, STEPS_PER_EPOCH, CANDIDATES = 100, 50_000 // 64, 400_000
-OOD_TEST_IMAGES = 10_000 + 5_640 + 10_000 + 10_000 + 10_000 + 8_925  # PROTOCOL §4's six sets
+OOD_TEST_IMAGES = (
+    10_000 + 5_640 + 10_000 + 10_000 + 10_000 + 8_925
+)  # docs/protocol.md §4's six sets
 GOALS = {"train_h": 1.0, "evaluate_min": 15.0}  # on one H200 (issue 10)
 
 

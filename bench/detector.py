@@ -65,7 +65,9 @@ def main(argv: list[str]) -> None:
         network.save_weights(path)
         weights_digest = best_seconds(lambda: sha256_of_file(path), FLAGS.repeats)
         size = os.path.getsize(path)
-    print(f"test-set SHA-256: {data_digest:.4f} s = {data_digest / scoring:.4f} of one scoring pass")
+    print(
+        f"test-set SHA-256: {data_digest:.4f} s = {data_digest / scoring:.4f} of one scoring pass"
+    )
     print(f"weights SHA-256 ({size / 1e6:.1f} MB): {weights_digest:.4f} s = "
           f"{weights_digest / scoring:.4f} of one scoring pass")  # fmt: skip
 

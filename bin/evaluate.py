@@ -43,7 +43,9 @@ flags.DEFINE_integer("attack_steps", 40, "PGD steps (Table 8's strong attack: 10
 flags.DEFINE_float("attack_step_size", 1 / 255, "PGD step size.")
 flags.DEFINE_integer("attack_restarts", 1, "Random restarts (Table 8's strong attack: 5).")
 flags.DEFINE_bool(
-    "adaptive", False, "Attack the scorer's own score instead of PROTOCOL's objective."
+    "adaptive",
+    False,
+    "Attack the scorer's own score instead of the protocol's objective (docs/protocol.md §5).",
 )
 flags.DEFINE_enum(
     "corruptions",

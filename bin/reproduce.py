@@ -64,8 +64,8 @@ def main(argv: list[str]) -> None:
 
     from atom_tf.distribution import is_chief_task
     from atom_tf.errors import InvalidConfigError
-    from atom_tf.evaluation.suite import get_suite_entry
-    from atom_tf.evaluation.suite_runner import run_suite
+    from atom_tf.reproduce.suite import get_suite_entry
+    from atom_tf.reproduce.suite_runner import run_suite
 
     for path, name in (
         (FLAGS.train_flagfile, "--train_flagfile"),

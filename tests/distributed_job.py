@@ -1,4 +1,4 @@
-"""Runs bin/train.py or bin/evaluate.py as a job of tests/test_distribute.py:
+"""Runs bin/train.py or bin/evaluate.py as a job of tests/test_distribution.py:
 
     python tests/distributed_job.py train|evaluate LOGICAL_CPUS [flags...]
 

@@ -1,4 +1,4 @@
-"""Batched image corruptions (PROTOCOL §6): 19 corruptions × severities 1-5, two constant tables.
+"""Batched image corruptions (docs/protocol.md §6): 19 corruptions × severities 1-5, two constant tables.
 
     corrupted = corrupt(images, "fog", severity=3, seed=0)            # cifar table for 32×32
     corrupted = corrupt(images, "fog", 3, seed=0, table="imagenet")   # imagecorruptions' constants

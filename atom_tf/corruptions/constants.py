@@ -1,6 +1,6 @@
 """Severity constants (1..5) of the 19 corruptions in two tables.
 
-`cifar`: CIFAR-10-C constants of the released ATOM code (PROTOCOL §6), the default for 32×32.
+`cifar`: CIFAR-10-C constants of the released ATOM code (docs/protocol.md §6), the default for 32×32.
 `imagenet`: ImageNet-C constants, as the `imagecorruptions` package uses them.
 """
 

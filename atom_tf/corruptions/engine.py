@@ -1,4 +1,4 @@
-"""The 19 corruptions of PROTOCOL §6, written for batches: one call corrupts a whole batch.
+"""The 19 corruptions of docs/protocol.md §6, written for batches: one call corrupts a whole batch.
 
 Every function takes x (float32 [B, H, W, 3] in [0,1], H, W ≥ 32), the severity's constants,
 a numpy Generator and the table name, and returns the corrupted batch in [0,1]. Procedures

@@ -1,6 +1,6 @@
 """Per-example random crop (zero padding) and horizontal flip, stateless and batched.
 
-PROTOCOL §2/§3: random crop 32 with 4-pixel padding + horizontal flip. The same function
+docs/protocol.md §2/§3: random crop 32 with 4-pixel padding + horizontal flip. The same function
 serves tf.data (in-distribution batches) and outlier mining (candidates are augmented once),
 so both are reproducible from a seed alone.
 """

@@ -43,7 +43,9 @@ class RemoteFile:
     check: Callable[[str], None] | None = None
 
 
-REMOTE_FILES: Registry[RemoteFile] = Registry("downloadable file")
+REMOTE_FILES: Registry[RemoteFile] = Registry(
+    "downloadable file", builtins=("atom_tf.data.outlier_pools",)
+)
 
 
 def register_remote_file(remote: RemoteFile) -> RemoteFile:

@@ -10,7 +10,7 @@ Images are decoded once (OpenCV, threads) and cached as uint8 arrays under
 `$ATOM_TF_CACHE` (default `~/.cache/atom_tf/images`), keyed by the source's path, size and
 modification time (for a folder: every file's), so the second run starts in seconds.
 Images that are not `size`×`size` are resized so that their short side is `size` (area
-interpolation when shrinking, bilinear when enlarging) and centre-cropped: PROTOCOL §4's rule
+interpolation when shrinking, bilinear when enlarging) and centre-cropped: docs/protocol.md §4's rule
 for folder OOD sets.
 """
 

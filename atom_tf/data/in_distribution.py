@@ -17,7 +17,7 @@ from atom_tf.data.image_files import is_image_spec, load_classification, spec_pa
 from atom_tf.errors import DatasetNotFoundError, describe_cause
 from atom_tf.registry import Registry
 
-# CIFAR statistics (PROTOCOL §7), in [0,1] units.
+# CIFAR statistics (docs/protocol.md §7), in [0,1] units.
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 
@@ -32,7 +32,7 @@ class InDistributionData:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
-    augment: bool  # random crop + flip during training (PROTOCOL §2)
+    augment: bool  # random crop + flip during training (docs/protocol.md §2)
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None
 
 
@@ -149,7 +149,7 @@ def _tfds_in_distribution(
     return load
 
 
-# SVHN: no augmentation, no normalisation (PROTOCOL §2, §7).
+# SVHN: no augmentation, no normalisation (docs/protocol.md §2, §7).
 register_in_distribution("svhn")(_tfds_in_distribution("svhn", "svhn_cropped", 10, False, False))
 register_in_distribution("cifar10")(_tfds_in_distribution("cifar10", "cifar10", 10, True, True))
 register_in_distribution("cifar100")(_tfds_in_distribution("cifar100", "cifar100", 100, True, True))

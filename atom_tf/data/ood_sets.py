@@ -1,4 +1,4 @@
-"""OOD test sets (PROTOCOL §4): a registry of loaders returning uint8 [N, 32, 32, 3].
+"""OOD test sets (docs/protocol.md §4): a registry of loaders returning uint8 [N, 32, 32, 3].
 
 tfds sets (svhn, cifar10, dtd), image folders as distributed for ODIN (places365, lsun_c,
 lsun_r, isun), seeded noise, and the embedded sets that need no download: `textures` (crops

@@ -1,4 +1,4 @@
-"""Auxiliary outlier pools (PROTOCOL §4) behind a registry.
+"""Auxiliary outlier pools (docs/protocol.md §4) behind a registry.
 
 A pool is an indexable source of uint8 32×32×3 images read as contiguous runs
 (`read(start, count)`), so that mining N = 400,000 candidates streams through the pool
@@ -185,7 +185,7 @@ TINY_80M_VALIDATION = 10_000
 def tiny_images_80m(path: str | None = None, seed: int = 0) -> OutlierPool:
     """80 Million Tiny Images raw file (3,072 bytes per image, channel-major Fortran order).
 
-    The first 10,000 images are reserved for validation (PROTOCOL §3). Images that appear in
+    The first 10,000 images are reserved for validation (docs/protocol.md §3). Images that appear in
     CIFAR are excluded through the index list `80mn_cifar_idxs.txt` next to the .bin, as in
     Outlier Exposure: a read that hits an excluded index takes the next allowed image.
     """
@@ -394,7 +394,7 @@ def read_imagenet_batch(path: str) -> dict:
 
 class ImageNetRC(_RandomCropPool):
     """Downsampled ImageNet 64×64 (ten pickled `train_data_batch_*` files), random 32×32
-    crops (PROTOCOL §4). One batch file is held in memory at a time."""
+    crops (docs/protocol.md §4). One batch file is held in memory at a time."""
 
     name = "imagenet_rc"
 
@@ -444,7 +444,7 @@ class ImageNetRC(_RandomCropPool):
 
 
 def pool_validation_size(num_sources: int) -> int:
-    """Sources reserved for validation (choosing q, PROTOCOL §3): 10% of the pool, at most
+    """Sources reserved for validation (choosing q, docs/protocol.md §3): 10% of the pool, at most
     10,000 (the paper's validation set size)."""
     return min(10_000, num_sources // 10)
 

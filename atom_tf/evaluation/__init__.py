@@ -1,15 +1,11 @@
 """Evaluation: scorers, threat models (natural, L∞, corruption, compositional), metrics,
-reports, the open-world detector, and the reproduction suite.
+calibration, reports, the runner behind `bin/evaluate.py` and the open-world detector.
 
-Importing the package registers every built-in threat model (`corruption_threats` adds the
-corruption and compositional ones to `threats`' registry) and scorer (`mahalanobis`)."""
+The scorer and threat registries import the modules that hold their built-in entries when
+they are first read (`atom_tf.registry.Registry`); nothing here is imported for its side
+effects."""
 
 from __future__ import annotations
-
-from atom_tf.evaluation import (
-    corruption_threats,  # noqa: F401  (registers its threat models)
-    mahalanobis,  # noqa: F401  (registers its scorer)
-)
 
 
 def __getattr__(name: str):

@@ -1,4 +1,4 @@
-"""Corruption-attacked and compositional OOD (PROTOCOL §5), two entries of the threat registry.
+"""Corruption-attacked and compositional OOD (docs/protocol.md §5), two entries of the threat registry.
 
 `corruption`: a black-box search: every corruption at every severity (19 × 5 = 95 variants, or
 the paper text's 15 × 5 = 75 with `corruptions="common"`), scored in batches; per image the

@@ -4,7 +4,7 @@
     accepted, labels = detector.predict(images)   # images: uint8 or float in [0,1]
 
 `score` is the detection score (higher = more in-distribution); `threshold` accepts 95% of the
-in-distribution test set (PROTOCOL §5), saved with the run and recomputed on demand.
+in-distribution test set (docs/protocol.md §5), saved with the run and recomputed on demand.
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from atom_tf.attacks.objectives import label_ce
 from atom_tf.errors import InvalidConfigError
 from atom_tf.evaluation.metrics import fpr_at_tpr
 from atom_tf.evaluation.scorers import Scorer, register_scorer
-from atom_tf.training.objectives import label_ce
 
 MAHALANOBIS_ETAS = (0.0, 0.01, 0.005, 0.002, 0.0014, 0.001, 0.0005)  # B.3's grid
 FGSM_EPSILON = 0.05

@@ -1,4 +1,4 @@
-"""Detection metrics with in-distribution as the positive class (PROTOCOL §5).
+"""Detection metrics with in-distribution as the positive class (docs/protocol.md §5).
 
 Scores: higher means "more in-distribution". The detector accepts x iff score(x) ≥ τ, with τ
 the clean in-distribution test score at index round(0.05 n) of the ascending order, so that

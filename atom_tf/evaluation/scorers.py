@@ -1,7 +1,7 @@
 """Detection scorers (higher = more in-distribution) and the attacker objective each declares.
 
 A scorer maps (logits function, images) to scores; `objective` is what L∞ PGD maximises
-against it (PROTOCOL §5, paper Appendix B.4): -log F(x)_{K+1} for K+1 models (eq. 118),
+against it (docs/protocol.md §5, paper Appendix B.4): -log F(x)_{K+1} for K+1 models (eq. 118),
 -(1/K) Σ_i log F(x)_i for MSP-style scores (eq. 115), -log Σ_{i>K} F(x)_i for SOFL (eq. 117).
 `adaptive_objective` is the scorer's own score (an adaptive attack none of the anchors run).
 A scorer with constants to choose (ODIN's η, Mahalanobis' statistics) has `fit`, which
@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from atom_tf.attacks.objectives import kplus1_ce, reject_log_probability
 from atom_tf.evaluation.metrics import fpr_at_tpr
 from atom_tf.registry import Registry
-from atom_tf.training.objectives import kplus1_ce, reject_log_probability
 
 LogitsFn = Callable[[tf.Tensor], tf.Tensor]
 
@@ -48,7 +48,7 @@ class Scorer:
         return lambda logits: self.objective(logits, num_classes)
 
 
-SCORERS: Registry[Scorer] = Registry("scorer")
+SCORERS: Registry[Scorer] = Registry("scorer", builtins=("atom_tf.evaluation.mahalanobis",))
 get_scorer = SCORERS.get
 scorer_names = SCORERS.names
 

@@ -1,10 +1,10 @@
-"""Threat models for OOD inputs (PROTOCOL §5): a registry of small units.
+"""Threat models for OOD inputs (docs/protocol.md §5): a registry of small units.
 
 A threat model maps clean OOD images (float32 in [0,1]) to the images the detector is shown.
 `natural` returns them unchanged; `linf` runs the shared PGD routine (the one training uses)
 against the scorer's attacker objective. In-distribution images are never attacked.
 Corruption and compositional threats register here the same way, from
-`corruption_threats` (which imports this module; the package's __init__ imports it).
+`corruption_threats`, which the registry imports when it is first read.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from atom_tf.attacks.pgd import pgd_attack, random_start_noise
 from atom_tf.batching import map_batches
 from atom_tf.distribution import across_replicas
 from atom_tf.errors import InvalidConfigError
 from atom_tf.evaluation.scorers import LogitsFn, Scorer
 from atom_tf.registry import Registry
-from atom_tf.training.pgd import pgd_attack, random_start_noise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,7 @@ class AttackSettings:
     steps: int = 40
     step_size: float = 1 / 255
     restarts: int = 1
-    adaptive: bool = False  # attack the scorer's own score instead of PROTOCOL's objective
+    adaptive: bool = False  # attack the scorer's own score instead of the protocol's objective (docs/protocol.md §5)
     corruptions: str = "all"  # corruption search: 'all' 19 × 5 variants or 'common' 15 × 5
     corruption_table: str = ""  # '' = cifar constants for 32×32 inputs, imagenet otherwise
 
@@ -68,7 +68,9 @@ class ThreatContext:
 
 
 ThreatModel = Callable[[np.ndarray, ThreatContext], np.ndarray]
-THREATS: Registry[ThreatModel] = Registry("threat model")
+THREATS: Registry[ThreatModel] = Registry(
+    "threat model", builtins=("atom_tf.evaluation.corruption_threats",)
+)
 register_threat = THREATS.register
 get_threat = THREATS.get
 threat_names = THREATS.names
@@ -134,7 +136,7 @@ def _linf_attack(ctx: ThreatContext) -> Callable[[np.ndarray, int], np.ndarray]:
 
 @register_threat("linf")
 def linf(images: np.ndarray, ctx: ThreatContext) -> np.ndarray:
-    """White-box L∞ PGD (PROTOCOL §5), per sample the best iterate, the clean input included."""
+    """White-box L∞ PGD (docs/protocol.md §5), per sample the best iterate, the clean input included."""
     a = ctx.attack
     label = f"L-inf PGD ({a.steps} steps x {a.restarts} restart(s), eps {a.epsilon * 255:.0f}/255)"
     return batched(images, ctx.batch_size, make_linf_attack(ctx), label, ctx.verbose)

@@ -1,7 +1,7 @@
 """Models for 32×32 inputs in [0,1]: a registry of builders returning functional Keras models.
 
 Every builder takes the number of outputs (K+1 for ATOM/NTOM, K for OE) and an optional
-(mean, std) normalisation applied inside the network (PROTOCOL §7).
+(mean, std) normalisation applied inside the network (docs/protocol.md §7).
 """
 
 from __future__ import annotations

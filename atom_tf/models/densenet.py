@@ -1,4 +1,4 @@
-"""DenseNet-BC (Huang et al., 2017) for 32×32 inputs, as in PROTOCOL §7."""
+"""DenseNet-BC (Huang et al., 2017) for 32×32 inputs, as in docs/protocol.md §7."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Gaussian data model of Section 3 / Appendix A.2 (PROTOCOL §9), made executable.
+"""The Gaussian data model of Section 3 / Appendix A.2 (docs/protocol.md §9), made executable.
 
 (μ, σ, ν)-model: P_X = N(μ, σ²I) in R^d; test OOD family Q = {N(-μ + v, σ²I): ‖v‖₂ ≤ ν};
 linear detectors G_θ(x) = sign(θᵀx) (+1: in-distribution); ℓ∞ perturbations of size ε.

@@ -1,4 +1,4 @@
-"""Training methods (PROTOCOL §2, paper Appendix B.3): a registry of small descriptions read by
+"""Training methods (docs/protocol.md §2, paper Appendix B.3): a registry of small descriptions read by
 the trainer and the train step. Loss = mean CE(in, y) + λ · (mean ℓ_out(outliers)
 [+ mean ℓ_in(in-distribution)]).
 
@@ -26,9 +26,7 @@ import dataclasses
 import functools
 from collections.abc import Callable
 
-from atom_tf.registry import Registry
-from atom_tf.training.ccu import MIXTURE_LEARNING_RATE, CCUNetwork, initialise_ccu, wrap_ccu
-from atom_tf.training.objectives import (
+from atom_tf.attacks.objectives import (
     Objective,
     best_reject_ce,
     energy_hinge_in,
@@ -39,6 +37,8 @@ from atom_tf.training.objectives import (
     ood_probability,
     uniform_ce,
 )
+from atom_tf.registry import Registry
+from atom_tf.training.ccu import MIXTURE_LEARNING_RATE, CCUNetwork, initialise_ccu, wrap_ccu
 
 SELECTIONS = ("window", "random", "fixed", "none")
 

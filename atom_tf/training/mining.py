@@ -1,4 +1,4 @@
-"""Informative outlier mining (Algorithm 1, PROTOCOL §3) and its Keras callback.
+"""Informative outlier mining (Algorithm 1, docs/protocol.md §3) and its Keras callback.
 
 Each epoch: draw N candidates (a contiguous run from a random offset of the pool, each
 augmented once), score v = F(x)_{K+1} with the current model in inference mode, sort
@@ -18,12 +18,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from atom_tf.attacks.objectives import Objective, ood_probability
 from atom_tf.batching import map_batches
 from atom_tf.data.augment import random_crop_flip, seed_for
 from atom_tf.data.outlier_pools import OutlierPool
 from atom_tf.distribution import across_replicas
 from atom_tf.errors import InvalidConfigError
-from atom_tf.training.objectives import Objective, ood_probability
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # uint8 images -> OOD scores
 

@@ -3,7 +3,7 @@ baselines of atom_tf.training.methods are variations of the same step.
 
 One step: PGD (inference-mode model) on half of the outlier batch, then a single
 training-mode forward pass over [in-distribution, clean outliers, attacked outliers], so that
-batch-norm statistics come from the mixed batch (PROTOCOL §2). Loss = mean CE(in, y) +
+batch-norm statistics come from the mixed batch (docs/protocol.md §2). Loss = mean CE(in, y) +
 λ · mean ℓ_out(out) (+ a method's in-distribution regulariser and density loss), with
 PyTorch-style weight decay added to every gradient but a density model's (`undecayed_variables`).
 """
@@ -15,14 +15,14 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from atom_tf.attacks.objectives import label_ce
+from atom_tf.attacks.pgd import pgd_attack, random_start_noise
 from atom_tf.training.methods import Method
-from atom_tf.training.objectives import label_ce
-from atom_tf.training.pgd import pgd_attack, random_start_noise
 
 
 @dataclasses.dataclass(frozen=True)
 class AttackConfig:
-    """Training attack (PROTOCOL §2): ε 8/255, 5 steps of 2/255, random start."""
+    """Training attack (docs/protocol.md §2): ε 8/255, 5 steps of 2/255, random start."""
 
     epsilon: float = 8 / 255
     steps: int = 5

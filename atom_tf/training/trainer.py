@@ -138,7 +138,7 @@ def resolve_jit_compile(jit_compile: bool | None) -> bool:
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
-    """Step schedule (PROTOCOL §2): ×lr_decay at each epoch of `lr_decay_epochs`."""
+    """Step schedule (docs/protocol.md §2): ×lr_decay at each epoch of `lr_decay_epochs`."""
     boundaries = [
         e * steps_per_epoch for e in sorted(config.lr_decay_epochs) if 0 < e < config.epochs
     ]

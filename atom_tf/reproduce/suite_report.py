@@ -1,5 +1,5 @@
 """One paper-style table for a suite of runs: each method's evaluation averaged per threat,
-with the paper's published rows (PROTOCOL §8) beside the measured ones.
+with the paper's published rows (docs/protocol.md §8) beside the measured ones.
 
 Writes `results.md`, `results.json`, `results.csv` and `fpr95.png` (bars of FPR95 per threat
 and method) from the `results.json` of each run's evaluation.
@@ -11,7 +11,7 @@ import csv
 import json
 import os
 
-from atom_tf.evaluation.published import THREATS, published_rows
+from atom_tf.reproduce.published import THREATS, published_rows
 
 SUITE_METRICS = ("fpr95", "auroc")
 
@@ -73,7 +73,7 @@ def suite_markdown(table: dict) -> str:
         "",
         "FPR at 95% TPR ↓ / AUROC ↑ in percent, in-distribution positive, averaged over the OOD "
         "test sets (measured: the sets listed below; published: the paper's six, DenseNet-BC-100, "
-        "PROTOCOL §8).",
+        "docs/protocol.md §8).",
         "",
         head,
         rule,

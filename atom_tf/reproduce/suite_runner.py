@@ -11,9 +11,9 @@ import time
 
 from atom_tf.data.image_files import source_label
 from atom_tf.errors import UserError
-from atom_tf.evaluation.suite import SuiteEntry
-from atom_tf.evaluation.suite_report import combine, write_suite_reports
 from atom_tf.files import atomic_write_json, read_json
+from atom_tf.reproduce.suite import SuiteEntry
+from atom_tf.reproduce.suite_report import combine, write_suite_reports
 from atom_tf.training.checkpoint import recorded_weights_sha256
 
 EVAL_DIR = "eval_suite"

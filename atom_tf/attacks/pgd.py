@@ -1,6 +1,6 @@
 """One L∞ PGD implementation, parameterised by its objective, for training and evaluation.
 
-PROTOCOL §2 and §5: random start in the ε-ball (rounded to whole 1/255 steps), steps along the
+docs/protocol.md §2 and §5: random start in the ε-ball (rounded to whole 1/255 steps), steps along the
 sign of the gradient of the summed objective, projection onto the ε-ball and [0,1] after
 each step, and per sample the iterate with the highest objective seen (the clean input
 included) over all restarts.
@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from atom_tf.training.objectives import Objective
+from atom_tf.attacks.objectives import Objective
 
 
 def random_start_noise(

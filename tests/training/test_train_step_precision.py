@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from atom_tf.attacks.objectives import kplus1_ce
+from atom_tf.attacks.pgd import pgd_attack
 from atom_tf.data.pipeline import TrainingFeed
 from atom_tf.distribution import precision_policy
 from atom_tf.models import build_model
 from atom_tf.training.methods import get_method
-from atom_tf.training.objectives import kplus1_ce
-from atom_tf.training.pgd import pgd_attack
 from atom_tf.training.train_step import RobustOODModel
 from tests.helpers import blob_data
 

@@ -9,7 +9,7 @@ def trainable_count(model) -> int:
 
 
 def test_densenet_bc_100_matches_the_pytorch_parameter_count():
-    # PROTOCOL §7: PyTorch counts 769,505 parameters with 11 outputs. PyTorch's count equals
+    # docs/protocol.md §7: PyTorch counts 769,505 parameters with 11 outputs. PyTorch's count equals
     # Keras' *trainable* count; Keras also lists batch-norm running mean/variance as
     # non-trainable weights (PyTorch buffers), which PyTorch does not count.
     model = build_model("densenet_bc_100", 11)
@@ -36,7 +36,7 @@ def test_outputs_and_internal_normalisation(name, rng):
 def test_forward_macs_match_the_published_costs():
     from atom_tf.models.flops import forward_macs
 
-    # PROTOCOL §7: about 288M multiply-adds (DenseNet-BC-100) and 1.30G (WRN-40-4) per image
+    # docs/protocol.md §7: about 288M multiply-adds (DenseNet-BC-100) and 1.30G (WRN-40-4) per image
     assert round(forward_macs(build_model("densenet_bc_100", 11)) / 1e6) in range(280, 297)
     assert round(forward_macs(build_model("wrn_40_4", 10)) / 1e9, 2) == 1.30
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from atom_tf.attacks.pgd import pgd_attack
 from atom_tf.data import load_in_distribution
 from atom_tf.evaluation.calibration import load_calibration
 from atom_tf.evaluation.detector import load_run
@@ -17,7 +18,6 @@ from atom_tf.evaluation.mahalanobis import (
 )
 from atom_tf.evaluation.metrics import fpr_at_tpr
 from atom_tf.evaluation.scorers import ODIN_ETAS, get_scorer
-from atom_tf.training.pgd import pgd_attack
 from atom_tf.training.trainer import TrainConfig, train
 
 FAST = dict(dataset="digits", model="small_cnn", epochs=2, lr_decay_epochs=(1,),

@@ -1,4 +1,4 @@
-"""Per-sample objectives on logits: training losses and the attacker objectives of PROTOCOL §5.
+"""Per-sample objectives on logits: training losses and the attacker objectives of docs/protocol.md §5.
 
 Every function maps logits [B, C] to a per-sample value [B]; attacks maximise them.
 """
@@ -19,7 +19,7 @@ def ood_probability(logits: tf.Tensor) -> tf.Tensor:
 
 def kplus1_ce(logits: tf.Tensor) -> tf.Tensor:
     """CE(f(x), K) = -log F(x)_{K+1}: the outlier loss of eq. (4) and its PGD objective
-    in training; also the L∞ attacker objective against K+1 detectors (PROTOCOL §5).
+    in training; also the L∞ attacker objective against K+1 detectors (docs/protocol.md §5).
 
     Computed as softplus(logsumexp_{i≤K} f_i - f_{K+1}), the same function as
     -log_softmax(f)_{K+1}, whose gradient keeps its direction when F(x)_{K+1} rounds to 1 in

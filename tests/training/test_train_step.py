@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from atom_tf.attacks.objectives import kplus1_ce
 from atom_tf.training.methods import get_method
-from atom_tf.training.objectives import kplus1_ce
 from atom_tf.training.train_step import RobustOODModel
 from tests.helpers import random_batch as batch
 from tests.helpers import tiny_network

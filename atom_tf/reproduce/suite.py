@@ -53,6 +53,6 @@ register_suite_entry(SuiteEntry("ntom", ("--method=ntom",)))
 register_suite_entry(SuiteEntry("oe", ("--method=oe",)))
 # The paper's "random sampling" ablation (Table 4): ATOM keeping n random candidates.
 register_suite_entry(SuiteEntry("atom_random", ("--method=atom", "--mining=random")))
-# The window-quantile sweep of PROTOCOL §3 / Appendix B.7: q over {0, 0.125, 0.25, 0.5, 0.75}.
+# The window-quantile sweep of docs/protocol.md §3 / Appendix B.7: q over {0, 0.125, 0.25, 0.5, 0.75}.
 for _q in ("0", "0.125", "0.25", "0.5", "0.75"):
     register_suite_entry(SuiteEntry(f"atom_q{_q}", ("--method=atom", f"--quantile={_q}")))

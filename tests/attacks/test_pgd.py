@@ -1,8 +1,8 @@
 import numpy as np
 import tensorflow as tf
 
-from atom_tf.training.objectives import kplus1_ce, uniform_ce
-from atom_tf.training.pgd import pgd_attack
+from atom_tf.attacks.objectives import kplus1_ce, uniform_ce
+from atom_tf.attacks.pgd import pgd_attack
 from tests.helpers import tiny_network
 
 EPS = 8 / 255

@@ -1,4 +1,4 @@
-"""The paper's published Table 1 rows (DenseNet-BC-100; PROTOCOL §8 and the paper's Table 1 for
+"""The paper's published Table 1 rows (DenseNet-BC-100; docs/protocol.md §8 and the paper's Table 1 for
 the baselines), to print beside measured ones. FPR at 95% TPR ↓ / AUROC ↑ in percent, averaged
 over the six OOD test sets. MSP, ODIN and Mahalanobis score a standard-trained network."""
 

@@ -219,5 +219,7 @@ def test_zip_bombs_and_huge_images_fail_naming_the_file_before_memory_runs_out(t
     png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
     write_image(tmp_path / "big" / "a.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
     (tmp_path / "big" / "b.png").write_bytes(bytes(png))
-    with pytest.raises(DatasetNotFoundError, match=r"b\.png is too large to decode \(10,000,000,000 pixels"):
+    with pytest.raises(
+        DatasetNotFoundError, match=r"b\.png is too large to decode \(10,000,000,000 pixels"
+    ):
         load_ood_set(f"images:{tmp_path / 'big'}")

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from atom_tf.evaluation.scorers import get_scorer
-from atom_tf.training.methods import get_method, method_for
-from atom_tf.training.objectives import (
+from atom_tf.attacks.objectives import (
     best_reject_ce,
     energy_hinge_in,
     energy_hinge_out,
     label_ce,
     uniform_ce,
 )
+from atom_tf.evaluation.scorers import get_scorer
+from atom_tf.training.methods import get_method, method_for
 from atom_tf.training.train_step import RobustOODModel
 from tests.helpers import linear_network, tiny_network
 from tests.helpers import random_batch as batch

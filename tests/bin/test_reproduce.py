@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tests.test_image_files import write_image
+from tests.data.test_image_files import write_image
 
 REPRODUCE = [sys.executable, os.path.join(REPO, "bin", "reproduce.py")]
 
@@ -101,8 +101,8 @@ def test_reproduce_mistakes_are_one_line(tmp_path, tiny_suite):
 
 
 def test_entries_sharing_a_run_and_entry_flag_files(tmp_path):
-    from atom_tf.evaluation.suite import get_suite_entry
-    from atom_tf.evaluation.suite_runner import stage_commands
+    from atom_tf.reproduce.suite import get_suite_entry
+    from atom_tf.reproduce.suite_runner import stage_commands
 
     (tmp_path / "sofl.flags").write_text("--out_batch=320\n")
     (tmp_path / "standard.flags").write_text("--epochs=3\n")

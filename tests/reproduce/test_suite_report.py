@@ -1,0 +1,54 @@
+"""atom_tf.reproduce.suite_report: evaluations combined in the paper's threat order, the
+paper's rows only for methods the suite measured, a mean FPR95 computed by hand."""
+
+import csv
+import json
+
+import pytest
+
+from atom_tf.reproduce.suite_report import combine, mean_fpr95, suite_markdown, write_suite_reports
+
+
+def evaluation(method: str, fpr: dict[str, float]) -> dict:
+    """A results.json as bin/evaluate.py writes it, with the fields the suite reads."""
+    metrics = {t: {"fpr95": v, "auroc": 100 - v, "images": 5} for t, v in fpr.items()}
+    return {"method": method, "model": "small_cnn", "settings": {"scorer": "kplus1"},
+            "in_distribution": {"accuracy": 0.9, "end_to_end_accuracy": 0.85},
+            "average": metrics, "ood": {"letters": metrics}}  # fmt: skip
+
+
+@pytest.fixture
+def table():
+    evaluations = {  # 'linf' listed before 'natural', an unknown threat last
+        "atom": evaluation("atom", {"linf": 30.0, "natural": 10.0, "blur": 50.0}),
+        "mine": evaluation("ntom", {"natural": 20.0, "linf": 80.0}),
+    }
+    return combine(evaluations, {"atom": {"train": 120.0, "evaluate": 30.0}}, "cifar10")
+
+
+def test_threats_follow_the_paper_and_the_paper_rows_are_those_of_measured_methods(table):
+    assert table["threats"] == ["natural", "linf", "blur"]
+    assert set(table["published"]) == {"atom"}  # 'mine' is no method of the paper's table
+    assert table["published"]["atom"]["natural"] == {"fpr95": 1.69, "auroc": 99.20}
+    assert table["rows"]["atom"]["average"]["linf"] == {"fpr95": 30.0, "auroc": 70.0}
+    assert table["rows"]["mine"]["ood_sets"] == {"letters": 5}
+
+
+def test_mean_fpr95_is_the_plain_mean_and_missing_threats_give_none(table):
+    atom = table["rows"]["atom"]["average"]
+    assert mean_fpr95(atom, ["natural", "linf", "blur"]) == pytest.approx((10 + 30 + 50) / 3)
+    assert mean_fpr95(table["rows"]["mine"]["average"], ["natural", "linf", "blur"]) is None
+
+
+def test_the_reports_hold_every_measured_and_published_cell(table, tmp_path):
+    markdown = suite_markdown(table)
+    assert "| measured | atom | 10.00 / 90.00 | 30.00 / 70.00 | 50.00 / 50.00 | 30.00 |" in markdown
+    assert "| paper | atom | 1.69 / 99.20 | 20.55 / 88.94 | – | – |" in markdown
+    assert "| atom | small_cnn | kplus1 | 0.90 | 0.85 | 2.0 | 0.5 |" in markdown
+    write_suite_reports(table, str(tmp_path), plots=False)
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    # measured: (3 + 2 threats) x (average + one set); paper: atom's 4 threats
+    assert len(rows) == 5 * 2 + 4
+    assert json.loads((tmp_path / "results.json").read_text()) == table
+    assert not (tmp_path / "fpr95.png").exists()
