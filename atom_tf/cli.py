@@ -1,4 +1,5 @@
-"""Shared helpers for the absl entry points in bin/: quiet TensorFlow, one-line user errors."""
+"""Shared helpers for the absl entry points in bin/: quiet TensorFlow, one-line user errors,
+flags generated from declared settings (atom_tf.settings)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -111,3 +113,49 @@ def strategy_from_flags():
 
     values = flags.FLAGS
     return make_strategy(values.distribution, values.tpu, values.cluster_wait)
+
+
+def define_flags(settings: Iterable[Any]) -> None:
+    """One absl flag per `atom_tf.settings.Setting`: its flag name, default and help (with
+    the registered names where it lists choices). A setting shared by two units is defined once."""
+    from absl import flags
+
+    defined: dict[str, Any] = {}
+    for s in settings:
+        if s.flag_name in defined:
+            if defined[s.flag_name] != s:
+                raise ValueError(f"--{s.flag_name} is declared twice, differently")
+            continue
+        defined[s.flag_name] = s
+        kind, help_text = s.value_kind, s.help_text()
+        if kind == "enum":
+            flags.DEFINE_enum(s.flag_name, s.default, s.choice_names(), help_text)
+        elif kind == "list":
+            flags.DEFINE_list(s.flag_name, [str(v) for v in s.default], help_text)
+        else:
+            define = {"bool": flags.DEFINE_bool, "int": flags.DEFINE_integer,
+                      "float": flags.DEFINE_float, "str": flags.DEFINE_string}[kind]  # fmt: skip
+            define(s.flag_name, s.default, help_text)
+
+
+def flag_values(settings: Iterable[Any]) -> dict[str, Any]:
+    """{setting name: the value its flag holds}, lists converted to tuples of the default's
+    element type (one error line for a value that does not convert)."""
+    from absl import flags
+
+    from atom_tf.errors import InvalidConfigError
+
+    values = {}
+    for s in settings:
+        value = flags.FLAGS[s.flag_name].value
+        if s.value_kind == "list":
+            element = type(s.default[0]) if s.default else str
+            try:
+                value = tuple(element(v) for v in value)
+            except ValueError as err:
+                raise InvalidConfigError(
+                    f"--{s.flag_name} must be a comma-separated list of {element.__name__} "
+                    f"values: {','.join(value)}"
+                ) from err
+        values[s.name] = s.value(value)
+    return values

@@ -20,6 +20,12 @@ from absl import flags
 
 from atom_tf import cli
 
+cli.import_tensorflow_quietly()  # the settings' help lists the registries' names
+
+from atom_tf.evaluation.scorers import SCORERS, get_scorer  # noqa: E402
+from atom_tf.evaluation.threats import THREATS, AttackSettings  # noqa: E402
+from atom_tf.settings import settings_of  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", "", "Training run directory to evaluate.")
 flags.DEFINE_string("output_dir", "", "Alias of --checkpoint (the --output_dir of a training run).")
@@ -29,43 +35,15 @@ flags.DEFINE_list(
     [],
     "OOD test sets (default: the embedded sets for digits, else the six standard sets of Table 1).",
 )
-flags.DEFINE_list(
-    "threats", ["natural", "linf"], "Threat models: natural, linf, corruption, compositional."
-)
+flags.DEFINE_list("threats", ["natural", "linf"], f"Threat models: {THREATS.choices()}.")
 flags.DEFINE_string(
     "scorer",
     "",
-    "Detection score: kplus1, msp, odin, energy, maxlogit, mahalanobis, sofl, rowl "
-    "(default: the method's, e.g. kplus1 for ATOM/NTOM, msp for OE).",
+    f"Detection score: {SCORERS.choices()} (default: the method's, e.g. kplus1 for ATOM/NTOM, "
+    "msp for OE).",
 )
-flags.DEFINE_float("attack_epsilon", 8 / 255, "L-inf radius of the evaluation attack.")
-flags.DEFINE_integer("attack_steps", 40, "PGD steps (Table 8's strong attack: 100).")
-flags.DEFINE_float("attack_step_size", 1 / 255, "PGD step size.")
-flags.DEFINE_integer("attack_restarts", 1, "Random restarts (Table 8's strong attack: 5).")
-flags.DEFINE_bool(
-    "adaptive",
-    False,
-    "Attack the scorer's own score instead of the protocol's objective (docs/protocol.md §5).",
-)
-flags.DEFINE_enum(
-    "corruptions",
-    "all",
-    ["all", "common"],
-    "Corruption search: all 19 x 5 variants, or the paper text's 15 common x 5.",
-)
-flags.DEFINE_enum(
-    "corruption_table",
-    "",
-    ["", "cifar", "imagenet"],
-    "Corruption constants (default: cifar for 32x32 inputs).",
-)
-flags.DEFINE_float("odin_temperature", 1000.0, "ODIN temperature T.")
-flags.DEFINE_float(
-    "odin_epsilon",
-    -1.0,
-    "ODIN input perturbation size eta; negative: chosen on 1,000 in-distribution test and "
-    "1,000 pool images (paper Appendix B.3), saved in the run.",
-)
+cli.define_flags(settings_of(AttackSettings))
+cli.define_flags(o for name in SCORERS.names() for o in get_scorer(name).options)
 flags.DEFINE_integer("max_ood_images", 0, "Use at most this many images per OOD set (0: all).")
 flags.DEFINE_integer("batch_size", 256, "Images per attack batch.")
 flags.DEFINE_integer("seed", 0, "Seed of attacks, noise sets and subsets.")
@@ -87,11 +65,8 @@ cli.define_distribution_flags()
 
 
 def scorer_options(scorer: str) -> dict:
-    """The flags a fitted scorer reads."""
-    if scorer != "odin":
-        return {}
-    eta = FLAGS.odin_epsilon if FLAGS.odin_epsilon >= 0 else None
-    return {"temperature": FLAGS.odin_temperature, "epsilon": eta}
+    """The options the scorer declares, from their flags."""
+    return get_scorer(scorer).option_values(cli.flag_values(get_scorer(scorer).options))
 
 
 def main(argv: list[str]) -> None:
@@ -100,7 +75,6 @@ def main(argv: list[str]) -> None:
     from atom_tf.errors import InvalidConfigError
     from atom_tf.evaluation.reports import markdown_table, write_reports
     from atom_tf.evaluation.runner import EvalSettings, evaluate
-    from atom_tf.evaluation.threats import AttackSettings
     from atom_tf.files import is_writable
     from atom_tf.training.methods import method_for
     from atom_tf.training.trainer import read_run_config, resolve_jit_compile
@@ -118,15 +92,7 @@ def main(argv: list[str]) -> None:
         threats=tuple(FLAGS.threats),
         scorer=scorer,
         scorer_options=scorer_options(scorer),
-        attack=AttackSettings(
-            FLAGS.attack_epsilon,
-            FLAGS.attack_steps,
-            FLAGS.attack_step_size,
-            FLAGS.attack_restarts,
-            FLAGS.adaptive,
-            FLAGS.corruptions,
-            FLAGS.corruption_table,
-        ),
+        attack=AttackSettings(**cli.flag_values(settings_of(AttackSettings))),
         max_ood_images=FLAGS.max_ood_images or None,
         batch_size=FLAGS.batch_size,
         seed=FLAGS.seed,

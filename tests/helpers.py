@@ -53,3 +53,14 @@ def random_batch(rng, n_in: int = 8, n_out: int = 8):
         tf.constant(rng.integers(0, 2, n_in)),
         tf.constant(rng.random((n_out, 32, 32, 3)), tf.float32),
     )
+
+
+def h5_arrays(path: str) -> dict:
+    """Every dataset of an HDF5 file (a Keras weights file), by its path in the file."""
+    import h5py
+
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: arrays.update(
+            {name: np.asarray(obj)} if isinstance(obj, h5py.Dataset) else {}))  # fmt: skip
+    return arrays

@@ -41,7 +41,6 @@ from atom_tf.training.checkpoint import (
 )
 from atom_tf.training.methods import method_for
 from atom_tf.training.networks import build_network
-from atom_tf.training.train_step import RobustOODModel
 from atom_tf.training.trainer import read_run_config
 
 
@@ -214,9 +213,7 @@ def load_network(
     if final is not None:
         digest, done = load_weights_checked(network, *final), epochs
     else:
-        wrapper = RobustOODModel(network, method, data.num_classes)
-        wrapper.build((None, 32, 32, 3))
-        restored = checkpoints.restore_model(wrapper)
+        restored = checkpoints.restore_network(network)
         if restored is None:
             raise InvalidConfigError(
                 f"{run_dir} has no trained weights yet (no checkpoint); train first"

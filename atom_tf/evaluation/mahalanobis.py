@@ -198,8 +198,8 @@ def _unfitted(logits_fn, images, num_classes):
 
 MAHALANOBIS = register_scorer(
     Scorer(
-        "mahalanobis",
-        _unfitted,
+        name="mahalanobis",
+        score=_unfitted,
         objective=lambda log_odds, k: tf.math.log_sigmoid(log_odds),  # eq. 116
         adaptive_objective=lambda log_odds, k: log_odds,
         fit=_fit,

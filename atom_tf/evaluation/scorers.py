@@ -19,11 +19,12 @@ import tensorflow as tf
 from atom_tf.attacks.objectives import kplus1_ce, reject_log_probability
 from atom_tf.evaluation.metrics import fpr_at_tpr
 from atom_tf.registry import Registry
+from atom_tf.settings import Setting
 
 LogitsFn = Callable[[tf.Tensor], tf.Tensor]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Scorer:
     """`score(logits_fn, images, num_classes)` -> [B]; objectives map (logits, K) -> [B]."""
 
@@ -38,6 +39,12 @@ class Scorer:
     bind: Callable[..., Scorer] | None = None
     # what the attack differentiates (x -> values its objective reads); None: the logits
     attack_outputs: Callable[[tf.Tensor], tf.Tensor] | None = None
+    # the options `fit` reads (flags of bin/evaluate.py, part of the results' identity)
+    options: tuple[Setting, ...] = ()
+
+    def option_values(self, given: dict) -> dict:
+        """{option: the given value, else its default}, each normalised as declared."""
+        return {o.name: o.value(given.get(o.name, o.default)) for o in self.options}
 
     def attack_objective(
         self, num_classes: int, adaptive: bool = False
@@ -76,24 +83,34 @@ def _energy(logits: tf.Tensor, num_classes: int, temperature: float = 1.0) -> tf
 
 register_scorer(
     Scorer(
-        "kplus1",
-        _kplus1_score,
+        name="kplus1",
+        score=_kplus1_score,
         objective=lambda logits, k: kplus1_ce(logits),
         adaptive_objective=lambda logits, k: -tf.nn.softmax(logits, axis=-1)[:, k],
         kplus1_only=True,
     )
 )
 register_scorer(
-    Scorer("msp", lambda fn, x, k: _msp(fn(x), k), mean_class_ce, adaptive_objective=_msp)
-)
-register_scorer(
-    Scorer("energy", lambda fn, x, k: _energy(fn(x), k), mean_class_ce, adaptive_objective=_energy)
+    Scorer(
+        name="msp",
+        score=lambda fn, x, k: _msp(fn(x), k),
+        objective=mean_class_ce,
+        adaptive_objective=_msp,
+    )
 )
 register_scorer(
     Scorer(
-        "maxlogit",
-        lambda fn, x, k: tf.reduce_max(fn(x)[:, :k], axis=-1),
-        mean_class_ce,
+        name="energy",
+        score=lambda fn, x, k: _energy(fn(x), k),
+        objective=mean_class_ce,
+        adaptive_objective=_energy,
+    )
+)
+register_scorer(
+    Scorer(
+        name="maxlogit",
+        score=lambda fn, x, k: tf.reduce_max(fn(x)[:, :k], axis=-1),
+        objective=mean_class_ce,
         adaptive_objective=lambda logits, k: tf.reduce_max(logits[:, :k], axis=-1),
     )
 )
@@ -118,10 +135,20 @@ def odin_score(temperature: float, epsilon: float):
 ODIN_ETAS = tuple(round(0.0002 * i, 4) for i in range(21))  # Liang et al.'s grid, 0 to 0.004
 
 
+ODIN_OPTIONS = (
+    Setting(name="temperature", flag="odin_temperature", default=1000.0, help="ODIN temperature T."),
+    Setting(name="epsilon", flag="odin_epsilon", default=-1.0,
+            normalize=lambda eta: None if eta is None or eta < 0 else float(eta),
+            help="ODIN input perturbation size eta; negative: chosen on 1,000 in-distribution "
+            "test and 1,000 pool images (paper Appendix B.3), saved in the run."),
+)  # fmt: skip
+
+
 def _fit_odin(calibration, options: dict) -> dict:
     """η from ODIN_ETAS (T = 1000) with the lowest FPR95 on the calibration's in-distribution
     and pool images (paper Appendix B.3); a given `epsilon` option is used as it is."""
-    temperature = float(options.get("temperature", 1000.0))
+    options = SCORERS.get("odin").option_values(options)
+    temperature = float(options["temperature"])
     if options.get("epsilon") is not None:
         return {"temperature": temperature, "epsilon": float(options["epsilon"])}
     eta = tf.Variable(0.0)  # one traced score for the whole grid
@@ -145,20 +172,21 @@ def _bind_odin(params: dict, network, num_classes: int) -> Scorer:
 
 register_scorer(
     Scorer(
-        "odin",
-        odin_score(1000.0, 0.0014),
-        mean_class_ce,
-        adaptive_objective=lambda logits, k: _msp(logits, k, 1000.0),
+        name="odin",
+        score=odin_score(ODIN_OPTIONS[0].default, 0.0014),
+        objective=mean_class_ce,
+        adaptive_objective=lambda logits, k: _msp(logits, k, ODIN_OPTIONS[0].default),
         fit=_fit_odin,
         bind=_bind_odin,
+        options=ODIN_OPTIONS,
     )
 )
 # SOFL (Mohseni et al., 2020): in-distribution-ness = -Σ_{i>K} F(x)_i over its reject classes;
 # attacked with eq. 117, -log Σ_{i>K} F(x)_i.
 register_scorer(
     Scorer(
-        "sofl",
-        lambda fn, x, k: -tf.exp(reject_log_probability(fn(x), k)),
+        name="sofl",
+        score=lambda fn, x, k: -tf.exp(reject_log_probability(fn(x), k)),
         objective=lambda logits, k: -reject_log_probability(logits, k),
         adaptive_objective=lambda logits, k: -tf.exp(reject_log_probability(logits, k)),
         kplus1_only=True,
@@ -173,5 +201,10 @@ def _rowl_score(logits_fn, images, num_classes):
 
 
 register_scorer(
-    Scorer("rowl", _rowl_score, objective=lambda logits, k: kplus1_ce(logits), kplus1_only=True)
+    Scorer(
+        name="rowl",
+        score=_rowl_score,
+        objective=lambda logits, k: kplus1_ce(logits),
+        kplus1_only=True,
+    )
 )

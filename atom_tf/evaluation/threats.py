@@ -23,20 +23,34 @@ from atom_tf.distribution import across_replicas
 from atom_tf.errors import InvalidConfigError
 from atom_tf.evaluation.scorers import LogitsFn, Scorer
 from atom_tf.registry import Registry
+from atom_tf.settings import setting
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class AttackSettings:
     """Evaluation L∞ attack: ε 8/255, 40 steps of 1/255, random start, 1 restart (the strong
-    variant of Table 8: 100 steps, 5 restarts)."""
+    variant of Table 8: 100 steps, 5 restarts); docs/protocol.md §5."""
 
-    epsilon: float = 8 / 255
-    steps: int = 40
-    step_size: float = 1 / 255
-    restarts: int = 1
-    adaptive: bool = False  # attack the scorer's own score instead of the protocol's objective (docs/protocol.md §5)
-    corruptions: str = "all"  # corruption search: 'all' 19 × 5 variants or 'common' 15 × 5
-    corruption_table: str = ""  # '' = cifar constants for 32×32 inputs, imagenet otherwise
+    epsilon: float = setting(
+        8 / 255, "L-inf radius of the evaluation attack.", flag="attack_epsilon"
+    )
+    steps: int = setting(40, "PGD steps (Table 8's strong attack: 100).", flag="attack_steps")
+    step_size: float = setting(1 / 255, "PGD step size.", flag="attack_step_size")
+    restarts: int = setting(
+        1, "Random restarts (Table 8's strong attack: 5).", flag="attack_restarts"
+    )
+    adaptive: bool = setting(
+        False, "Attack the scorer's own score instead of the protocol's objective "
+        "(docs/protocol.md §5).",
+    )  # fmt: skip
+    corruptions: str = setting(
+        "all", "Corruption search: all (19 x 5 variants) or common (the paper text's 15 x 5).",
+        kind="enum", choices=("all", "common"),
+    )  # fmt: skip
+    corruption_table: str = setting(
+        "", "Corruption constants (default: cifar for 32x32 inputs, imagenet otherwise).",
+        kind="enum", choices=("", "cifar", "imagenet"),
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         checks = {"--attack_epsilon >= 0": self.epsilon >= 0, "--attack_steps >= 0": self.steps >= 0,

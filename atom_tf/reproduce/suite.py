@@ -10,7 +10,7 @@ import dataclasses
 from atom_tf.registry import Registry
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SuiteEntry:
     """`{runs_dir}` in a flag stands for the suite's runs folder (fine-tuning from another
     entry's run). Entries with the same `run` share one training (scorers of one network)."""
@@ -37,22 +37,38 @@ def register_suite_entry(entry: SuiteEntry) -> SuiteEntry:
 # Table 1's baselines (paper Appendix B.3). MSP, ODIN and Mahalanobis score one standard run;
 # SOFL's second phase and the energy regulariser fine-tune it. Their batch sizes, schedules and
 # pool samples differ per dataset: a suite's entry flag files give them (`--entry_flags_dir`).
-register_suite_entry(SuiteEntry("msp", ("--method=standard",), run="standard"))
-register_suite_entry(SuiteEntry("odin", ("--method=standard",), ("--scorer=odin",), "standard"))
+register_suite_entry(SuiteEntry(name="msp", train_flags=("--method=standard",), run="standard"))
 register_suite_entry(
-    SuiteEntry("mahalanobis", ("--method=standard",), ("--scorer=mahalanobis",), "standard")
+    SuiteEntry(name="odin", train_flags=("--method=standard",), eval_flags=("--scorer=odin",),
+               run="standard")
+)  # fmt: skip
+register_suite_entry(
+    SuiteEntry(
+        name="mahalanobis",
+        train_flags=("--method=standard",),
+        eval_flags=("--scorer=mahalanobis",),
+        run="standard",
+    )
 )
-register_suite_entry(SuiteEntry("acet", ("--method=acet",)))
-register_suite_entry(SuiteEntry("ccu", ("--method=ccu",)))
-register_suite_entry(SuiteEntry("sofl", ("--method=sofl", "--init_from={runs_dir}/standard")))
-register_suite_entry(SuiteEntry("rowl", ("--method=rowl",)))
-register_suite_entry(SuiteEntry("energy", ("--method=energy", "--init_from={runs_dir}/standard")))
-register_suite_entry(SuiteEntry("atom_energy", ("--method=atom_energy",)))
-register_suite_entry(SuiteEntry("atom", ("--method=atom",)))
-register_suite_entry(SuiteEntry("ntom", ("--method=ntom",)))
-register_suite_entry(SuiteEntry("oe", ("--method=oe",)))
+register_suite_entry(SuiteEntry(name="acet", train_flags=("--method=acet",)))
+register_suite_entry(SuiteEntry(name="ccu", train_flags=("--method=ccu",)))
+register_suite_entry(
+    SuiteEntry(name="sofl", train_flags=("--method=sofl", "--init_from={runs_dir}/standard"))
+)
+register_suite_entry(SuiteEntry(name="rowl", train_flags=("--method=rowl",)))
+register_suite_entry(
+    SuiteEntry(name="energy", train_flags=("--method=energy", "--init_from={runs_dir}/standard"))
+)
+register_suite_entry(SuiteEntry(name="atom_energy", train_flags=("--method=atom_energy",)))
+register_suite_entry(SuiteEntry(name="atom", train_flags=("--method=atom",)))
+register_suite_entry(SuiteEntry(name="ntom", train_flags=("--method=ntom",)))
+register_suite_entry(SuiteEntry(name="oe", train_flags=("--method=oe",)))
 # The paper's "random sampling" ablation (Table 4): ATOM keeping n random candidates.
-register_suite_entry(SuiteEntry("atom_random", ("--method=atom", "--mining=random")))
+register_suite_entry(
+    SuiteEntry(name="atom_random", train_flags=("--method=atom", "--mining=random"))
+)
 # The window-quantile sweep of docs/protocol.md §3 / Appendix B.7: q over {0, 0.125, 0.25, 0.5, 0.75}.
 for _q in ("0", "0.125", "0.25", "0.5", "0.75"):
-    register_suite_entry(SuiteEntry(f"atom_q{_q}", ("--method=atom", f"--quantile={_q}")))
+    register_suite_entry(
+        SuiteEntry(name=f"atom_q{_q}", train_flags=("--method=atom", f"--quantile={_q}"))
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import warnings
 from collections.abc import Callable
 
@@ -39,12 +40,32 @@ def save_weights_atomic(model: keras.Model, path: str) -> str:
     return digest
 
 
-def load_weights_checked(model: keras.Model, path: str, sha256: str | None = None) -> str:
-    """`model.load_weights(path)`, with a weights file that does not fit the model (another
-    atom_tf version's layers, another architecture, a damaged file) reported in one line.
-    Keras only warns when it leaves some layers freshly initialised; that is an error here.
-    With `sha256` (recorded when the file was written) a file whose bytes changed is refused
-    before it is read. Returns the file's SHA-256 (what results computed from it depend on)."""
+# Where a training model's weights file (Keras 3's layout: sub-layers by class name) keeps
+# the network: the model's only sub-layer. Its name depends on the network's class
+# (functional, ccu_network), so the part is found as the one group under it.
+NETWORK_PART = "layers"
+
+
+def extract_part(path: str, part: str, folder: str) -> str:
+    """A weights file of the one model stored under group `part` of `path`, in `folder`."""
+    import h5py
+
+    out = os.path.join(folder, "part.weights.h5")
+    with h5py.File(path, "r") as source, h5py.File(out, "w") as target:
+        children = list(source[part]) if part in source else []
+        if len(children) != 1:
+            raise ValueError(f"expected one model under {part!r}, found {children}")
+        group = source[part][children[0]]
+        for name in group:
+            source.copy(group[name], target, name=name)
+        for key, value in group.attrs.items():
+            target.attrs[key] = value
+    return out
+
+
+def checked_digest(path: str, sha256: str | None = None) -> str:
+    """The SHA-256 of a weights file that exists and, with `sha256` (recorded when it was
+    written), still holds the bytes it was written with; else one line saying what to do."""
     if not os.path.isfile(path):
         raise DamagedFileError(f"{path} is missing; retrain, or restore the run folder")
     digest = sha256_of_file(path)
@@ -53,11 +74,25 @@ def load_weights_checked(model: keras.Model, path: str, sha256: str | None = Non
             f"{path} is damaged: its SHA-256 {digest[:12]}… differs from {sha256[:12]}… recorded "
             "when it was written; restore the run folder or retrain"
         )
+    return digest
+
+
+def load_weights_checked(
+    model: keras.Model, path: str, sha256: str | None = None, part: str | None = None
+) -> str:
+    """`model.load_weights(path)`, with a weights file that does not fit the model (another
+    atom_tf version's layers, another architecture, a damaged file) reported in one line.
+    Keras only warns when it leaves some layers freshly initialised; that is an error here.
+    With `sha256` (recorded when the file was written) a file whose bytes changed is refused
+    before it is read. With `part`, `model` is the sub-layer of the file's model stored at
+    that HDF5 group (a training model's network). Returns the file's SHA-256 (what results
+    computed from it depend on)."""
+    digest = checked_digest(path, sha256)
     reason = None
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, tempfile.TemporaryDirectory() as tmp:
         warnings.simplefilter("always")
         try:
-            model.load_weights(path)
+            model.load_weights(path if part is None else extract_part(path, part, tmp))
         except Exception as error:  # h5py raises many types for a damaged file
             reason = describe_cause(error)
     partial = [w for w in caught if "freshly-initialized" in str(w.message)]
@@ -134,6 +169,18 @@ class CheckpointManager:
         digest = load_weights_checked(
             model, self._path(epoch, "model.weights.h5"), record.get("model_sha256")
         )
+        return epoch, digest
+
+    def restore_network(self, network: keras.Model) -> tuple[int, str] | None:
+        """Loads the network out of the latest checkpoint of the training model (its one
+        sub-layer, NETWORK_PART), building no training model and no optimizer; returns
+        (epoch, SHA-256 of the checkpoint's weights file), or None."""
+        record = self.pointer()
+        if record is None:
+            return None
+        epoch = record["epoch"]
+        digest = load_weights_checked(network, self._path(epoch, "model.weights.h5"),
+                                      record.get("model_sha256"), part=NETWORK_PART)  # fmt: skip
         return epoch, digest
 
     def restore(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> int | None:

@@ -38,19 +38,17 @@ from atom_tf.attacks.objectives import (
     uniform_ce,
 )
 from atom_tf.registry import Registry
+from atom_tf.settings import Setting, with_defaults
 from atom_tf.training.ccu import MIXTURE_LEARNING_RATE, CCUNetwork, initialise_ccu, wrap_ccu
+from atom_tf.training.mining import Selection
 
-SELECTIONS = ("window", "random", "fixed", "none")
 
-
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Method:
     name: str
     extra_outputs: int  # outputs after the K classes: 1 for K+1 methods, R for SOFL, 0 K-way
     attack: bool  # PGD on part of each outlier batch
-    mining: (
-        str  # default selection: 'window', 'random', 'fixed' (one sample for all epochs), 'none'
-    )
+    mining: Selection  # default selection of outliers
     outlier_loss: Objective | None  # per-sample loss on outlier logits
     outlier_weight: float  # λ
     scorer: str  # the detection score it is evaluated with by default
@@ -69,7 +67,9 @@ class Method:
     # from one forward pass (CCU's mixtures): the loss's mean over the in-distribution batch
     # + λ × its mean over the outliers joins the loss
     density_loss: Callable | None = None
-    reads: tuple[str, ...] = ()  # the run settings `configure` reads
+    # the method's own settings (flags of bin/train.py, keys of config.json), which
+    # `configure` reads; other methods ignore them
+    settings: tuple[Setting, ...] = ()
 
     @property
     def kplus1(self) -> bool:
@@ -78,14 +78,17 @@ class Method:
 
     @property
     def uses_outliers(self) -> bool:
-        return self.mining != "none"
+        return self.mining != Selection.NONE
 
     def num_outputs(self, num_classes: int) -> int:
         return num_classes + self.extra_outputs
 
     def configured(self, config: dict) -> Method:
-        """This method with the constants a run's configuration sets."""
-        return self.configure(self, config) if self.configure is not None else self
+        """This method with the constants a run's configuration sets (its own settings at
+        their defaults where the configuration lacks them)."""
+        if self.configure is None:
+            return self
+        return self.configure(self, {**config, **with_defaults(self.settings, config)})
 
     def pgd_objective(self) -> Objective:
         return self.attack_objective or self.outlier_loss
@@ -97,9 +100,18 @@ method_names = METHODS.names
 
 
 def register_method(method: Method) -> Method:
-    if method.mining not in SELECTIONS:
-        raise ValueError(f"{method.name}: mining must be one of {SELECTIONS}")
+    Selection(method.mining)  # a ValueError names a selection that does not exist
     return METHODS.register(method.name)(method)
+
+
+def method_settings() -> list[Setting]:
+    """Every registered method's own settings, once by name (methods may share one)."""
+    found: dict[str, Setting] = {}
+    for name in METHODS.names():
+        for s in METHODS.get(name).settings:
+            if found.setdefault(s.name, s) != s:
+                raise ValueError(f"setting {s.name!r} is declared twice, differently")
+    return list(found.values())
 
 
 def _energy_margins(method: Method, config: dict) -> Method:
@@ -107,23 +119,21 @@ def _energy_margins(method: Method, config: dict) -> Method:
     CIFAR-10, -27 / -5 for CIFAR-100)."""
     return dataclasses.replace(
         method,
-        outlier_loss=energy_hinge_out(config.get("margin_out", -5.0)),
-        in_regularizer=energy_hinge_in(config.get("margin_in", -23.0)),
+        outlier_loss=energy_hinge_out(config["margin_out"]),
+        in_regularizer=energy_hinge_in(config["margin_in"]),
     )
 
 
 def _reject_classes(method: Method, config: dict) -> Method:
     """SOFL with the run's R reject classes (5 for SVHN and CIFAR-10, 10 for CIFAR-100)."""
-    reject = config.get("reject_classes", 5)
+    reject = config["reject_classes"]
     return dataclasses.replace(method, extra_outputs=reject, outlier_loss=best_reject_ce(reject))
 
 
 def _mixture_learning_rate(method: Method, config: dict) -> Method:
     """CCU's mixtures at their own learning rate: their gradients are scaled by its ratio to
     the base learning rate, so they follow the same schedule."""
-    ratio = config.get("mixture_learning_rate", MIXTURE_LEARNING_RATE) / config.get(
-        "learning_rate", 0.1
-    )
+    ratio = config["mixture_learning_rate"] / config.get("learning_rate", 0.1)
     return dataclasses.replace(
         method, wrap_network=functools.partial(wrap_ccu, gradient_scale=ratio)
     )
@@ -134,33 +144,69 @@ def method_for(config: dict) -> Method:
     return get_method(config["method"]).configured(config)
 
 
-register_method(Method("standard", 0, False, "none", None, 0.0, "msp", mining_score=None))
-register_method(Method("atom", 1, True, "window", kplus1_ce, 1.0, "kplus1"))
-register_method(Method("ntom", 1, False, "window", kplus1_ce, 1.0, "kplus1"))
-register_method(Method("oe", 0, False, "random", uniform_ce, 0.5, "msp", mining_score=None))
-register_method(Method("acet", 0, True, "random", uniform_ce, 1.0, "msp", mining_score=None))
+REJECT_CLASSES = Setting(
+    name="reject_classes", default=5, help="R, SOFL's reject classes (paper: 10 for CIFAR-100).",
+    positive=True,
+)  # fmt: skip
+ENERGY_MARGINS = (
+    Setting(name="margin_in", default=-23.0,
+            help="Energy regulariser margin m_in (energy, atom_energy)."),
+    Setting(name="margin_out", default=-5.0,
+            help="Energy regulariser margin m_out (energy, atom_energy)."),
+)  # fmt: skip
+MIXTURE_RATE = Setting(
+    name="mixture_learning_rate", default=MIXTURE_LEARNING_RATE, positive=True,
+    help="CCU's mixtures' learning rate (decayed with the base schedule).",
+)  # fmt: skip
+_energy = energy_hinge_out(ENERGY_MARGINS[1].default)
+_energy_in = energy_hinge_in(ENERGY_MARGINS[0].default)
+WINDOW, RANDOM, FIXED, NONE = Selection.WINDOW, Selection.RANDOM, Selection.FIXED, Selection.NONE
+
 register_method(
-    Method("sofl", 5, False, "random", best_reject_ce(5), 5.0, "sofl", mining_score=None,
-           configure=_reject_classes, reads=("reject_classes",))
+    Method(name="standard", extra_outputs=0, attack=False, mining=NONE, outlier_loss=None,
+           outlier_weight=0.0, scorer="msp", mining_score=None)
 )  # fmt: skip
 register_method(
-    Method("rowl", 1, True, "fixed", kplus1_ce, 1.0, "rowl", attacked_share=1.0,
-           attack_in=True, mining_score=None)
-)  # fmt: skip
-_energy = energy_hinge_out(-5.0)
-register_method(
-    Method("energy", 0, False, "random", _energy, 0.1, "energy", mining_score=None,
-           in_regularizer=energy_hinge_in(-23.0), configure=_energy_margins,
-           reads=("margin_in", "margin_out"))
+    Method(name="atom", extra_outputs=1, attack=True, mining=WINDOW, outlier_loss=kplus1_ce,
+           outlier_weight=1.0, scorer="kplus1")
 )  # fmt: skip
 register_method(
-    Method("ccu", 0, False, "random", uniform_ce, 1.0, "msp", mining_score=None,
-           wrap_network=wrap_ccu, prepare=initialise_ccu,
-           density_loss=CCUNetwork.logits_and_nll, configure=_mixture_learning_rate,
-           reads=("mixture_learning_rate",))
+    Method(name="ntom", extra_outputs=1, attack=False, mining=WINDOW, outlier_loss=kplus1_ce,
+           outlier_weight=1.0, scorer="kplus1")
 )  # fmt: skip
 register_method(
-    Method("atom_energy", 0, True, "window", _energy, 0.1, "energy",
-           attack_objective=minus_free_energy, in_regularizer=energy_hinge_in(-23.0),
-           mining_score=free_energy, configure=_energy_margins, reads=("margin_in", "margin_out"))
+    Method(name="oe", extra_outputs=0, attack=False, mining=RANDOM, outlier_loss=uniform_ce,
+           outlier_weight=0.5, scorer="msp", mining_score=None)
+)  # fmt: skip
+register_method(
+    Method(name="acet", extra_outputs=0, attack=True, mining=RANDOM, outlier_loss=uniform_ce,
+           outlier_weight=1.0, scorer="msp", mining_score=None)
+)  # fmt: skip
+register_method(
+    Method(name="sofl", extra_outputs=REJECT_CLASSES.default, attack=False, mining=RANDOM,
+           outlier_loss=best_reject_ce(REJECT_CLASSES.default), outlier_weight=5.0,
+           scorer="sofl", mining_score=None, configure=_reject_classes,
+           settings=(REJECT_CLASSES,))
+)  # fmt: skip
+register_method(
+    Method(name="rowl", extra_outputs=1, attack=True, mining=FIXED, outlier_loss=kplus1_ce,
+           outlier_weight=1.0, scorer="rowl", attacked_share=1.0, attack_in=True,
+           mining_score=None)
+)  # fmt: skip
+register_method(
+    Method(name="energy", extra_outputs=0, attack=False, mining=RANDOM, outlier_loss=_energy,
+           outlier_weight=0.1, scorer="energy", mining_score=None, in_regularizer=_energy_in,
+           configure=_energy_margins, settings=ENERGY_MARGINS)
+)  # fmt: skip
+register_method(
+    Method(name="ccu", extra_outputs=0, attack=False, mining=RANDOM, outlier_loss=uniform_ce,
+           outlier_weight=1.0, scorer="msp", mining_score=None, wrap_network=wrap_ccu,
+           prepare=initialise_ccu, density_loss=CCUNetwork.logits_and_nll,
+           configure=_mixture_learning_rate, settings=(MIXTURE_RATE,))
+)  # fmt: skip
+register_method(
+    Method(name="atom_energy", extra_outputs=0, attack=True, mining=WINDOW, outlier_loss=_energy,
+           outlier_weight=0.1, scorer="energy", attack_objective=minus_free_energy,
+           in_regularizer=_energy_in, mining_score=free_energy, configure=_energy_margins,
+           settings=ENERGY_MARGINS)
 )  # fmt: skip

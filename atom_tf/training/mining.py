@@ -10,6 +10,7 @@ and keeps the selected ones, so memory is O(n) images, not O(N).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -26,6 +27,15 @@ from atom_tf.distribution import across_replicas
 from atom_tf.errors import InvalidConfigError
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # uint8 images -> OOD scores
+
+
+class Selection(enum.StrEnum):
+    """How a run selects each epoch's outliers (docs/protocol.md §3)."""
+
+    WINDOW = "window"  # informative mining: the window [qN, qN + n) of ascending OOD scores
+    RANDOM = "random"  # n random candidates (the paper's "random sampling" ablation)
+    FIXED = "fixed"  # one random sample kept for all epochs (ROWL's background class)
+    NONE = "none"  # no outliers (standard training)
 
 
 def validate_mining(num_candidates: int, num_selected: int, quantile: float) -> None:
@@ -114,15 +124,16 @@ class OutlierMiner:
         num_candidates: int,
         num_selected: int,
         quantile: float = 0.0,
-        strategy: str = "window",
+        strategy: str = Selection.WINDOW,
         seed: int = 1,
         augment: bool = True,
         chunk: int = 8192,
     ) -> None:
-        if strategy not in ("window", "random", "fixed"):
+        if strategy not in (Selection.WINDOW, Selection.RANDOM, Selection.FIXED):
             raise InvalidConfigError(
                 f"mining strategy must be 'window', 'random' or 'fixed', not {strategy!r}"
             )
+        strategy = Selection(strategy)
         validate_mining(num_candidates, num_selected, quantile)
         self.pool, self.strategy, self.seed, self.augment = pool, strategy, seed, augment
         self.num_candidates, self.num_selected, self.quantile = (
@@ -135,7 +146,7 @@ class OutlierMiner:
     def _draw(self, epoch: int) -> int:
         """The epoch whose random draw picks the candidates: 'fixed' keeps epoch 0's for all
         epochs (one pool sample, freshly augmented each epoch: ROWL's background class)."""
-        return 0 if self.strategy == "fixed" else epoch
+        return 0 if self.strategy == Selection.FIXED else epoch
 
     def candidates(self, epoch: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yields (first candidate position, uint8 chunk): the epoch's N augmented candidates."""
@@ -164,7 +175,7 @@ class OutlierMiner:
     def mine(self, epoch: int, score_fn: ScoreFn | None) -> MiningResult:
         """Selects this epoch's n outliers; `score_fn` is needed for the 'window' strategy."""
         start = time.perf_counter()
-        if self.strategy in ("random", "fixed"):
+        if self.strategy in (Selection.RANDOM, Selection.FIXED):
             rng = np.random.default_rng(seed_for(self.seed, self._draw(epoch), 4))
             positions = rng.choice(self.num_candidates, self.num_selected, replace=False)
             images = self.select(epoch, positions)

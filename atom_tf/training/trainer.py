@@ -20,8 +20,11 @@ import numpy as np
 import tensorflow as tf
 
 from atom_tf.data import load_in_distribution, load_pool
+from atom_tf.data.in_distribution import IN_DISTRIBUTION
+from atom_tf.data.outlier_pools import POOLS
 from atom_tf.data.pipeline import TrainingFeed, test_dataset
 from atom_tf.distribution import (
+    PRECISIONS,
     ReplicaLayout,
     check_divisible,
     check_precision,
@@ -32,6 +35,8 @@ from atom_tf.distribution import (
 )
 from atom_tf.errors import InvalidConfigError, NonFiniteLossError
 from atom_tf.files import DamagedFileError, check_record, writable_directory
+from atom_tf.models import MODELS
+from atom_tf.settings import Setting, setting, settings_of, with_defaults
 from atom_tf.training.checkpoint import (
     CheckpointManager,
     check_run_config,
@@ -39,64 +44,101 @@ from atom_tf.training.checkpoint import (
     read_summary,
     write_summary,
 )
-from atom_tf.training.methods import get_method, method_for
-from atom_tf.training.mining import MiningCallback, OutlierMiner, make_ood_scorer, validate_mining
+from atom_tf.training.methods import METHODS, get_method, method_for, method_settings
+from atom_tf.training.mining import (
+    MiningCallback,
+    OutlierMiner,
+    Selection,
+    make_ood_scorer,
+    validate_mining,
+)
 from atom_tf.training.networks import build_network, initialise_from_run
 from atom_tf.training.train_step import AttackConfig, RobustOODModel
 
-# Fields left out of config.json at their default, so runs written before them stay resumable.
-ADDED_LATER = {
-    "precision": "float32",
-    "init_from": "",
-    "reject_classes": 5,
-    "margin_in": -23.0,
-    "margin_out": -5.0,
-    "mixture_learning_rate": 1e-5,
-}
+# --mining: '' (the method's default) or a selection a run can ask for
+MINING_CHOICES = ("", *(str(s) for s in Selection if s != Selection.NONE))
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything that determines a run's result (saved as the run's config.json)."""
+    """Everything that determines a run's result (saved flat as the run's config.json). Each
+    field is also a `bin/train.py` flag; a method's own constants (SOFL's reject classes, the
+    energy margins, CCU's mixture learning rate) are declared by the method (`Method.settings`)
+    and given in `method_settings`."""
 
-    dataset: str = "digits"
-    model: str = "small_cnn"
-    method: str = "atom"
-    mining: str = ""  # '' = the method's default ('window' for atom/ntom, 'random' for oe, ...)
-    pool: str = "natural_patches"
-    pool_path: str = ""
-    num_candidates: int = 0  # N; 0 = 4 n
-    num_selected: int = 0  # n; 0 = 2 × in-distribution training set
-    quantile: float = 0.0  # q
-    epochs: int = 20
-    learning_rate: float = 0.1
-    lr_decay_epochs: tuple[int, ...] = (10, 15, 18)
-    lr_decay: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    in_batch: int = 64
-    out_batch: int = 128
-    epsilon: float = 8 / 255
-    attack_steps: int = 5
-    attack_step_size: float = 2 / 255
-    seed: int = 1
-    data_dir: str = ""
-    download: bool = True
-    jit_compile: bool | None = None  # None: XLA on accelerators, off on CPU (measured faster)
-    deterministic: bool = False
-    precision: str = "float32"  # or mixed_bfloat16 / mixed_float16 (Keras mixed precision)
-    init_from: str = ""  # a finished run whose network starts this one (fine-tuning: SOFL, energy)
-    reject_classes: int = 5  # R, SOFL's reject classes
-    margin_in: float = -23.0  # energy regulariser margins m_in, m_out (Liu et al., 2020)
-    margin_out: float = -5.0
-    mixture_learning_rate: float = 1e-5  # CCU's mixtures (decayed with the schedule)
+    dataset: str = setting("digits", "In-distribution dataset: {choices}.", choices=IN_DISTRIBUTION)
+    model: str = setting("small_cnn", "Architecture: {choices}.", choices=MODELS)
+    method: str = setting("atom", "Training method: {choices}.", choices=METHODS)
+    mining: str = setting(
+        "", "Outlier selection: {choices} (window: informative mining; fixed: one random sample "
+        "for all epochs); empty = the method's default.", choices=MINING_CHOICES[1:],
+    )  # fmt: skip
+    pool: str = setting("natural_patches", "Auxiliary outlier pool: {choices}.", choices=POOLS)
+    pool_path: str = setting("", "File (or folder, imagenet_rc) of the outlier pool.")
+    num_candidates: int = setting(0, "N, candidates scored per epoch (0: 4 n).")
+    num_selected: int = setting(0, "n, outliers kept per epoch (0: 2 x training set).")
+    quantile: float = setting(0.0, "q: the window [qN, qN + n) of ascending OOD scores.")
+    epochs: int = setting(20, "Training epochs.", positive=True)
+    learning_rate: float = setting(0.1, "Initial SGD learning rate.", positive=True)
+    lr_decay_epochs: tuple[int, ...] = setting(
+        (10, 15, 18), "Epochs at which the rate is multiplied by --lr_decay."
+    )
+    lr_decay: float = setting(0.1, "Learning-rate factor at each decay epoch.")
+    momentum: float = setting(0.9, "Nesterov momentum.")
+    weight_decay: float = setting(1e-4, "L2 weight decay added to every gradient (PyTorch style).")
+    in_batch: int = setting(64, "In-distribution images per step (global).", positive=True)
+    out_batch: int = setting(
+        128, "Outliers per step (global); half are attacked by ATOM.", positive=True
+    )
+    epsilon: float = setting(8 / 255, "L-inf radius of the training attack.")
+    attack_steps: int = setting(5, "PGD steps of the training attack.")
+    attack_step_size: float = setting(
+        2 / 255, "PGD step size of the training attack.", positive=True
+    )
+    seed: int = setting(1, "Random seed (weights, order, augmentation, attacks, mining).")
+    data_dir: str = setting(
+        "", "tfds data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)."
+    )
+    download: bool = setting(
+        True, "Download what is not on disk: tfds datasets, and pools with a public file "
+        "(tiny_images_300k) when --pool_path is empty.",
+    )  # fmt: skip
+    jit_compile: bool | None = setting(
+        None, "Compile the train step and scoring with XLA (default: on with a GPU/TPU, off on "
+        "CPU where XLA convolutions are slower).", kind="bool",
+    )  # fmt: skip
+    deterministic: bool = setting(False, "TensorFlow op determinism (bit-identical resume on CPU).")
+    precision: str = setting(
+        "float32", "Keras mixed precision (float16 with dynamic loss scaling); "
+        "logits, objectives, PGD and scorers stay float32.", kind="enum", choices=PRECISIONS,
+        added_later=True,
+    )  # fmt: skip
+    init_from: str = setting(
+        "", "Start from this finished run's network (fine-tuning: sofl, energy).",
+        added_later=True,
+    )  # fmt: skip
+    # {name: value} of the method's own settings (Method.settings); missing ones take defaults
+    method_settings: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def settings(cls) -> list[Setting]:
+        """Every setting of a run: the fields, then each method's own (once by name)."""
+        return [*settings_of(cls), *method_settings()]
+
+    def record(self) -> dict:
+        """The run's settings as one flat dict (what `method_for` reads), defaults filled."""
+        d = {s.name: getattr(self, s.name) for s in settings_of(type(self))}
+        d["lr_decay_epochs"] = list(self.lr_decay_epochs)
+        return {**d, **with_defaults(method_settings(), self.method_settings)}
 
     def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["lr_decay_epochs"] = list(self.lr_decay_epochs)
-        for name, default in ADDED_LATER.items():  # runs written before these stay resumable
-            if d[name] == default:
-                del d[name]
+        """config.json: the flat record without the settings added after runs were first
+        written while they hold their default, so those runs stay resumable."""
+        later = [s for s in settings_of(type(self)) if s.added_later] + method_settings()
+        d = self.record()
+        for s in later:
+            if d[s.name] == s.default:
+                del d[s.name]
         return d
 
     @classmethod
@@ -104,10 +146,13 @@ class TrainConfig:
         """A saved config.json checked field by field: every field that every version writes
         is present, and each known field holds its type (one line naming the file and field)."""
         hint = "restore the run folder or retrain"
-        kinds = {"str": str, "int": int, "float": float, "bool": bool,
-                 "bool | None": (bool, type(None)), "tuple[int, ...]": list}  # fmt: skip
-        fields = {f.name: kinds[f.type] for f in dataclasses.fields(cls)}
-        required = {k: v for k, v in fields.items() if k not in ADDED_LATER}
+        kinds = {"str": str, "int": int, "float": float, "bool": bool, "list": list}
+        fields = {}
+        for s in cls.settings():
+            kind = kinds.get(s.value_kind, str)
+            fields[s.name] = (bool, type(None)) if s.default is None else kind
+        fields["lr_decay_epochs"] = list
+        required = {s.name: fields[s.name] for s in settings_of(cls) if not s.added_later}
         check_record(path, record, required, hint)
         check_record(path, record, {k: v for k, v in fields.items() if k in record}, hint)
         if not all(
@@ -118,9 +163,13 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> TrainConfig:
-        d = dict(d)
-        d["lr_decay_epochs"] = tuple(d["lr_decay_epochs"])
-        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+        """A config from a flat record (config.json, or a few changed settings)."""
+        fields = {s.name for s in settings_of(cls)}
+        values = {k: v for k, v in d.items() if k in fields}
+        if "lr_decay_epochs" in values:
+            values["lr_decay_epochs"] = tuple(values["lr_decay_epochs"])
+        own = {s.name for s in method_settings()}
+        return cls(**values, method_settings={k: v for k, v in d.items() if k in own})
 
 
 def read_run_config(run_dir: str) -> dict:
@@ -148,42 +197,38 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
-# Settings only some methods read (Method.reads).
-METHOD_SETTINGS = {"reject_classes", "margin_in", "margin_out", "mixture_learning_rate"}
-
-
 def canonical_config(record: dict) -> dict:
     """What decides a run's result: settings the run's method never reads (the window
     quantile under random selection, the pool of a method without outliers, another method's
-    constants: `Method.reads`) do not tell runs apart."""
-    record = {**ADDED_LATER, **record}
+    constants) do not tell runs apart. Settings a record lacks take their defaults."""
+    record = {**{s.name: s.default for s in TrainConfig.settings()}, **record}
     method = get_method(record["method"])
     selection = record.get("mining") or method.mining
     unused = set()
-    if selection != "window":
+    if selection != Selection.WINDOW:
         unused |= {"quantile"}
     if not method.uses_outliers:
         unused |= {"pool", "pool_path", "num_candidates", "num_selected", "out_batch", "mining"}
-    unused |= METHOD_SETTINGS - set(method.reads)
+    unused |= {s.name for s in method_settings()} - {s.name for s in method.settings}
     return {k: (None if k in unused else v) for k, v in record.items()}
 
 
 def validate_config(config: TrainConfig) -> None:
     """Checks flag values that are cheap to check, before any data is loaded."""
     method = get_method(config.method)
-    if config.mining not in ("", "window", "random", "fixed"):
-        raise InvalidConfigError(
-            f"--mining must be 'window', 'random' or 'fixed', not {config.mining!r}"
-        )
+    if config.mining not in MINING_CHOICES:
+        choices = " or ".join(repr(c) for c in MINING_CHOICES if c)
+        raise InvalidConfigError(f"--mining must be {choices}, not {config.mining!r}")
     check_precision(config.precision)
-    for name in ("epochs", "in_batch", "out_batch", "learning_rate", "mixture_learning_rate"):
-        if getattr(config, name) <= 0:
-            raise InvalidConfigError(f"--{name} must be positive (got {getattr(config, name)})")
+    record = config.record()
+    for s in TrainConfig.settings():
+        if s.positive and record[s.name] <= 0:
+            raise InvalidConfigError(f"--{s.flag_name} must be positive (got {record[s.name]})")
     if config.out_batch % 2:
         raise InvalidConfigError(
             f"--out_batch must be even: half of it is attacked (got {config.out_batch})"
         )
-    if config.mining == "window" and method.mining_score is None:
+    if config.mining == Selection.WINDOW and method.mining_score is None:
         raise InvalidConfigError(
             f"--mining=window needs a method with an OOD score to mine by (atom, ntom, "
             f"atom_energy), not {config.method!r}"
@@ -191,10 +236,6 @@ def validate_config(config: TrainConfig) -> None:
     for name in ("epsilon", "attack_steps"):
         if getattr(config, name) < 0:
             raise InvalidConfigError(f"--{name} must be >= 0 (got {getattr(config, name)})")
-    if config.attack_step_size <= 0:
-        raise InvalidConfigError(
-            f"--attack_step_size must be positive (got {config.attack_step_size})"
-        )
     if config.init_from and not os.path.exists(os.path.join(config.init_from, "config.json")):
         raise InvalidConfigError(f"--init_from: {config.init_from} is not a training run")
     if config.num_candidates and config.num_selected:
@@ -256,7 +297,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 def build_training(config: TrainConfig):
     """Data, feed, model and optimizer for `config`, model variables created under the current
     `tf.distribute` strategy scope (wrap the call in `strategy.scope()` to distribute)."""
-    method = method_for(dataclasses.asdict(config))
+    method = method_for(config.record())
     data = load_in_distribution(config.dataset, config.data_dir or None, config.download)
     out_batch = config.out_batch if method.uses_outliers else 0
     feed = TrainingFeed(data, config.in_batch, out_batch, config.seed)
@@ -306,9 +347,9 @@ def describe_run(
     where = f"{config.epochs} epochs{start}; run folder {run_dir}"
     if miner is None:
         return f"{what}; no outliers; batches of {config.in_batch}, {where}"
-    if miner.strategy == "window":
+    if miner.strategy == Selection.WINDOW:
         mining = f"window q = {miner.quantile:g} of N = {miner.num_candidates:,} candidates"
-    elif miner.strategy == "fixed":
+    elif miner.strategy == Selection.FIXED:
         mining = "one fixed random sample for all epochs"
     else:
         mining = f"random from N = {miner.num_candidates:,} candidates"
@@ -379,7 +420,7 @@ def train(
         initialise_from_run(model.network, method, data.num_classes, data.normalization,
                             config.init_from, config.dataset, config.model)  # fmt: skip
     score_fn = None
-    if miner is not None and miner.strategy == "window":
+    if miner is not None and miner.strategy == Selection.WINDOW:
         score_fn = make_ood_scorer(
             model.network, jit_compile=jit, strategy=strategy, ood_score=method.mining_score
         )

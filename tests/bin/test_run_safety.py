@@ -18,6 +18,7 @@ from atom_tf.evaluation.runner import EvalSettings, evaluate
 from atom_tf.files import sha256_of_file
 from atom_tf.training.trainer import TrainConfig, train
 from tests.conftest import REPO
+from tests.helpers import h5_arrays
 
 FAST = dict(dataset="digits", model="small_cnn", method="ntom", epochs=2, num_candidates=512,
             num_selected=256, lr_decay_epochs=(1,), jit_compile=False, seed=3)  # fmt: skip
@@ -284,17 +285,6 @@ def test_a_damaged_summary_is_written_again_by_the_training_command(run_dir, tmp
     assert all(np.array_equal(original[k], rewritten[k]) for k in original)
 
 
-def h5_arrays(path: str) -> dict[str, np.ndarray]:
-    """Every dataset of an HDF5 file, by its path."""
-    import h5py
-
-    arrays = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: arrays.update(
-            {name: obj[()]} if isinstance(obj, h5py.Dataset) else {}))  # fmt: skip
-    return arrays
-
-
 def read_only(path: str, command: list[str]) -> list[str]:
     """`command` run with `path` mounted read-only (a user namespace of its own)."""
     script = (f'mount --bind "{path}" "{path}" && mount -o remount,bind,ro "{path}" && '
@@ -418,3 +408,42 @@ def test_two_hundred_damaged_run_folders_give_the_same_numbers_or_one_error_line
             assert result["code"] == 2 and len(lines) == 1, f"{what}: {result['stderr'][-800:]}"
             errors += 1
     assert 20 < errors < 180  # both outcomes are exercised
+
+
+# config.json as the version before settings were declared once (commit bb7cd87) wrote it for
+# TRAIN_FLAGS: flat, without the settings added later while they hold their defaults
+PREVIOUS_CONFIG = {
+    "dataset": "digits", "model": "small_cnn", "method": "ntom", "mining": "",
+    "pool": "natural_patches", "pool_path": "", "num_candidates": 512, "num_selected": 256,
+    "quantile": 0.0, "epochs": 2, "learning_rate": 0.1, "lr_decay_epochs": [1], "lr_decay": 0.1,
+    "momentum": 0.9, "weight_decay": 0.0001, "in_batch": 64, "out_batch": 128,
+    "epsilon": 0.03137254901960784, "attack_steps": 5, "attack_step_size": 0.00784313725490196,
+    "seed": 3, "data_dir": "", "download": True, "jit_compile": False, "deterministic": False,
+}  # fmt: skip
+
+
+def test_a_run_folder_of_the_previous_version_evaluates_and_resumes(run_dir, tmp_path):
+    """Killed in its second epoch under the previous version: it evaluates from its
+    checkpoint (the network alone read out of the training model's file, the same weights the
+    training model restores) and `bin/train.py` with the same flags finishes it."""
+    from atom_tf.evaluation.detector import load_network
+    from atom_tf.training.checkpoint import CheckpointManager
+    from atom_tf.training.methods import method_for
+    from atom_tf.training.train_step import RobustOODModel
+
+    old = unfinished_copy(run_dir, tmp_path / "old")
+    Path(old, "config.json").write_text(json.dumps(PREVIOUS_CONFIG, indent=2))
+    network, config, data, state = load_network(old)
+    assert not state.finished and state.epochs_done == 1
+    wrapper = RobustOODModel(load_network(run_dir)[0], method_for(config), data.num_classes)
+    wrapper.build((None, 32, 32, 3))
+    CheckpointManager(old).restore_model(wrapper)  # the training model's own restore
+    images = data.x_test[:16].astype("float32") / 255
+    np.testing.assert_array_equal(network(images).numpy(), wrapper.network(images).numpy())
+    results = evaluate(old, str(tmp_path / "eval"), NATURAL, verbose=False)
+    assert results["run"]["finished"] is False
+    result = run_entry("bin/train.py", [[*TRAIN_FLAGS, f"--output_dir={old}"]], tmp_path)[0]
+    assert result["code"] == 0, result["stderr"][-1500:] + result["traceback"]
+    summary = json.loads(Path(old, "summary.json").read_text())
+    assert summary["resumed_from_epoch"] == 1 and summary["epochs"] == 2
+    assert json.loads(Path(old, "config.json").read_text()) == PREVIOUS_CONFIG

@@ -6,11 +6,11 @@ import subprocess
 import sys
 import time
 
-import h5py
 import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from tests.helpers import h5_arrays
 
 TRAIN = [sys.executable, os.path.join(REPO, "bin", "train.py")]
 FAST = ["--dataset=digits", "--model=small_cnn", "--method=atom", "--epochs=3", "--lr_decay_epochs=2",
@@ -36,15 +36,6 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, args, needle):
     assert "Traceback" not in result.stderr
 
 
-def weights(path):
-    with h5py.File(path) as f:
-        out = {}
-        f.visititems(
-            lambda name, d: out.__setitem__(name, np.asarray(d)) if hasattr(d, "shape") else None
-        )
-    return out
-
-
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_final_weights(tmp_path):
     straight = tmp_path / "straight"
@@ -65,7 +56,7 @@ def test_killed_run_resumes_to_the_same_final_weights(tmp_path):
     result = run([f"--output_dir={resumed}", *FAST])
     assert result.returncode == 0, result.stderr[-2000:]
 
-    a, b = weights(straight / "network.weights.h5"), weights(resumed / "network.weights.h5")
+    a, b = h5_arrays(straight / "network.weights.h5"), h5_arrays(resumed / "network.weights.h5")
     assert a.keys() == b.keys() and len(a) > 10
     for name in a:
         assert np.array_equal(a[name], b[name]), name

@@ -76,4 +76,21 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 )  # fmt: skip
 def test_invalid_configurations_fail_before_training(tmp_path, changes, match):
     with pytest.raises(InvalidConfigError, match=match):
-        train(TrainConfig(**{**FAST, **changes}), str(tmp_path / "run"), verbose=0)
+        train(TrainConfig.from_json({**FAST, **changes}), str(tmp_path / "run"), verbose=0)
+
+
+def test_config_json_of_the_previous_version_reads_back_to_the_same_record():
+    """Flat records as earlier versions wrote them: a method's own setting at a non-default
+    value beside the fields; settings added later absent while at their defaults."""
+    from atom_tf.training.methods import method_for
+    from atom_tf.training.trainer import canonical_config
+
+    sofl = {**TrainConfig().to_json(), "method": "sofl", "reject_classes": 10}
+    assert "precision" not in sofl and "margin_in" not in sofl
+    config = TrainConfig.from_json(sofl)
+    assert config.method_settings == {"reject_classes": 10}
+    assert config.to_json() == sofl
+    assert method_for(config.record()).num_outputs(100) == 110
+    # another method's setting does not tell runs apart; the method's own does
+    assert canonical_config({**sofl, "margin_in": -3.0}) == canonical_config(sofl)
+    assert canonical_config({**sofl, "reject_classes": 5}) != canonical_config(sofl)
