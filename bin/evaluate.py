@@ -22,8 +22,10 @@ from atom_tf import cli
 
 cli.import_tensorflow_quietly()  # the settings' help lists the registries' names
 
+from atom_tf.data.ood_sets import OOD_SETS  # noqa: E402
+from atom_tf.evaluation.runner import EvalSettings  # noqa: E402
 from atom_tf.evaluation.scorers import SCORERS, get_scorer  # noqa: E402
-from atom_tf.evaluation.threats import THREATS, AttackSettings  # noqa: E402
+from atom_tf.evaluation.threats import AttackSettings  # noqa: E402
 from atom_tf.settings import settings_of  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -33,20 +35,12 @@ flags.DEFINE_string("results_dir", "", "Where results go (default: <run>/eval_<s
 flags.DEFINE_list(
     "ood_sets",
     [],
-    "OOD test sets (default: the embedded sets for digits, else the six standard sets of Table 1).",
+    f"OOD test sets: {OOD_SETS.choices()} (default: the embedded sets for digits, else the six "
+    "standard sets of Table 1).",
 )
-flags.DEFINE_list("threats", ["natural", "linf"], f"Threat models: {THREATS.choices()}.")
-flags.DEFINE_string(
-    "scorer",
-    "",
-    f"Detection score: {SCORERS.choices()} (default: the method's, e.g. kplus1 for ATOM/NTOM, "
-    "msp for OE).",
-)
+cli.define_flags(settings_of(EvalSettings))
 cli.define_flags(settings_of(AttackSettings))
 cli.define_flags(o for name in SCORERS.names() for o in get_scorer(name).options)
-flags.DEFINE_integer("max_ood_images", 0, "Use at most this many images per OOD set (0: all).")
-flags.DEFINE_integer("batch_size", 256, "Images per attack batch.")
-flags.DEFINE_integer("seed", 0, "Seed of attacks, noise sets and subsets.")
 flags.DEFINE_bool(
     "jit_compile", None, "XLA for the attacks (default: on with a GPU/TPU, off on CPU)."
 )
@@ -74,7 +68,7 @@ def main(argv: list[str]) -> None:
     from atom_tf.distribution import describe_strategy, is_chief
     from atom_tf.errors import InvalidConfigError
     from atom_tf.evaluation.reports import markdown_table, write_reports
-    from atom_tf.evaluation.runner import EvalSettings, evaluate
+    from atom_tf.evaluation.runner import evaluate
     from atom_tf.files import is_writable
     from atom_tf.training.methods import method_for
     from atom_tf.training.trainer import read_run_config, resolve_jit_compile
@@ -86,17 +80,15 @@ def main(argv: list[str]) -> None:
     config = {**read_run_config(run_dir), **overrides}
     default_sets = EMBEDDED_SETS if config["dataset"] == "digits" else STANDARD_SETS[
         "other" if config["dataset"] == "svhn" else "svhn"]  # fmt: skip
-    scorer = FLAGS.scorer or method_for(config).scorer
+    given = cli.flag_values(settings_of(EvalSettings))
+    scorer = given.pop("scorer") or method_for(config).scorer
     settings = EvalSettings(
         ood_sets=tuple(FLAGS.ood_sets or default_sets),
-        threats=tuple(FLAGS.threats),
         scorer=scorer,
         scorer_options=scorer_options(scorer),
         attack=AttackSettings(**cli.flag_values(settings_of(AttackSettings))),
-        max_ood_images=FLAGS.max_ood_images or None,
-        batch_size=FLAGS.batch_size,
-        seed=FLAGS.seed,
         jit_compile=resolve_jit_compile(FLAGS.jit_compile),
+        **given,
     )
     results_dir = FLAGS.results_dir or os.path.join(run_dir, f"eval_{scorer}")
     strategy = cli.strategy_from_flags()

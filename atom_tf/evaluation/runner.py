@@ -22,8 +22,10 @@ from atom_tf.distribution import is_chief
 from atom_tf.errors import InvalidConfigError
 from atom_tf.evaluation.detector import Detector, as_unit_float, load_run, progress_note
 from atom_tf.evaluation.metrics import detection_metrics, end_to_end_accuracy
-from atom_tf.evaluation.threats import AttackSettings, ThreatContext, get_threat
+from atom_tf.evaluation.scorers import SCORERS
+from atom_tf.evaluation.threats import THREATS, AttackSettings, ThreatContext, get_threat
 from atom_tf.files import digest_of, save_npz_atomic, sha256_of_arrays, writable_directory
+from atom_tf.settings import setting
 from atom_tf.training.checkpoint import claim_directory
 from atom_tf.training.trainer import read_run_config
 
@@ -40,14 +42,22 @@ def winner_counts(winners: np.ndarray, which: str) -> dict[str, int]:
 @dataclasses.dataclass
 class EvalSettings:
     ood_sets: tuple[str, ...]
-    threats: tuple[str, ...] = ("natural", "linf")
-    scorer: str | None = None
-    scorer_options: dict = dataclasses.field(default_factory=dict)  # e.g. ODIN's T and η
+    threats: tuple[str, ...] = setting(
+        ("natural", "linf"), "Threat models: {choices}.", choices=THREATS
+    )
+    scorer: str | None = setting(
+        None, "Detection score: {choices} (default: the method's, e.g. kplus1 for ATOM/NTOM, "
+        "msp for OE).", kind="str", choices=SCORERS, normalize=lambda name: name or None,
+    )  # fmt: skip
+    scorer_options: dict = dataclasses.field(default_factory=dict)  # the scorer's `options`
     attack: AttackSettings = dataclasses.field(default_factory=AttackSettings)
-    max_ood_images: int | None = None
-    batch_size: int = 256
-    seed: int = 0
-    jit_compile: bool = False
+    max_ood_images: int | None = setting(
+        None, "Use at most this many images per OOD set (0 or unset: all).", kind="int",
+        normalize=lambda count: count or None,
+    )  # fmt: skip
+    batch_size: int = setting(256, "Images per attack batch.")
+    seed: int = setting(0, "Seed of attacks, noise sets and subsets.")
+    jit_compile: bool = False  # resolved: bin/evaluate.py's --jit_compile unset means "auto"
 
     def __post_init__(self) -> None:
         if self.max_ood_images is not None and self.max_ood_images < 1:
