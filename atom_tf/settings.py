@@ -84,3 +84,12 @@ def settings_of(cls: type) -> list[Setting]:
 def with_defaults(settings: Iterable[Setting], given: dict) -> dict[str, Any]:
     """{name: the given value, else the default} for each setting."""
     return {s.name: given.get(s.name, s.default) for s in settings}
+
+
+def identity_of(settings: Any) -> dict[str, Any]:
+    """A settings dataclass as the record that results are keyed by: every field, less the
+    settings added after results were first saved while they hold their default (so those
+    results keep their identity)."""
+    later = {s.name: s.default for s in settings_of(type(settings)) if s.added_later}
+    return {k: v for k, v in dataclasses.asdict(settings).items()
+            if k not in later or v != later[k]}  # fmt: skip

@@ -72,3 +72,27 @@ def best_reject_ce(reject_classes: int) -> Objective:
     return lambda logits: (
         -tf.reduce_max(tf.nn.log_softmax(logits, axis=-1)[:, -reject_classes:], axis=-1)
     )
+
+
+def logit_spread(logits: tf.Tensor) -> tf.Tensor:
+    """z_π1 − z_π3 (the largest logit minus the third largest; with fewer than three outputs
+    the smallest): the scale a margin is divided by to make it scale-invariant (APGD's DLR)."""
+    k = min(3, logits.shape[-1])
+    top = tf.math.top_k(logits, k).values
+    return top[:, 0] - top[:, k - 1] + 1e-12
+
+
+def kplus1_margin(logits: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """(max_{i≤K} z_i − max_{j>K} z_j) / (z_π1 − z_π3): how far the likeliest class leads the
+    likeliest OOD output, scale-invariant (raised, an input looks in-distribution to a
+    detector with outputs beyond the K classes: K+1, SOFL, ROWL; docs/protocol.md §11)."""
+    lead = tf.reduce_max(logits[:, :num_classes], -1) - tf.reduce_max(logits[:, num_classes:], -1)
+    return lead / logit_spread(logits)
+
+
+def class_margin(logits: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """(z_π1 − z_π2) / (z_π1 − z_π3) over the K classes: the top class's scale-invariant lead
+    (raised, the maximum softmax probability rises: MSP, ODIN; docs/protocol.md §11)."""
+    classes = logits[:, :num_classes]
+    top = tf.math.top_k(classes, min(2, num_classes)).values
+    return (top[:, 0] - top[:, -1]) / logit_spread(classes)

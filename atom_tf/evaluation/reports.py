@@ -41,12 +41,74 @@ def markdown_table(results: dict) -> str:
         + " |"
     )
     a = results["settings"]["attack"]
-    lines += ["", f"L∞ attack: ε = {a['epsilon'] * 255:.0f}/255, {a['steps']} steps of {a['step_size'] * 255:.0f}/255, "
-              f"{a['restarts']} restart(s){', adaptive objective' if a['adaptive'] else ''}."]  # fmt: skip
-    winners = winners_table(results)
-    if winners:
-        lines += ["", winners]
+    attack = a.get("attack", "pgd")  # results written before --attack: PGD
+    square = (
+        f"; square: {a.get('queries', 1000)} queries" if attack in ("square", "ensemble") else ""
+    )
+    lines += ["", f"L∞ attack ({attack}): ε = {a['epsilon'] * 255:.0f}/255, {a['steps']} steps of "
+              f"{a['step_size'] * 255:.0f}/255, {a['restarts']} restart(s)"
+              f"{', adaptive objective' if a['adaptive'] else ''}{square}."]  # fmt: skip
+    for table in (winners_table(results), attack_winners_table(results),
+                  robustness_table(results)):  # fmt: skip
+        if table:
+            lines += ["", table]
     return "\n".join(lines) + "\n"
+
+
+def robustness_table(results: dict) -> str:
+    """The gradient-masking checks: FPR95 / AUROC against ε and against steps, Square's share,
+    and the warnings (docs/protocol.md §11)."""
+    checks = results.get("robustness_checks")
+    if not checks:
+        return ""
+    eps, steps = checks["epsilon"], checks["steps"]
+    cell = lambda m: f"{m['fpr95']:.1f} / {m['auroc']:.1f}"  # noqa: E731
+    lines = [f"Gradient-masking checks ({checks['images']} images of {checks['set']}; FPR95 / "
+             "AUROC under L∞ PGD):", "",
+             "| ε (/255) | " + " | ".join(eps) + " |", "|---|" + "---|" * len(eps),
+             "| | " + " | ".join(cell(m) for m in eps.values()) + " |", "",
+             "| steps | " + " | ".join(steps) + " |", "|---|" + "---|" * len(steps),
+             "| | " + " | ".join(cell(m) for m in steps.values()) + " |", "",
+             f"Square (no gradients) beats PGD and APGD on {checks['square_beats_white_box']:.1f} % "
+             "of the images."]  # fmt: skip
+    lines += [f"**Warning**: {w}" for w in checks["warnings"]] or ["Every check passed."]
+    return "\n".join(lines)
+
+
+def plot_epsilon_curve(checks: dict, path: str) -> None:
+    """FPR95 and AUROC of the L∞ threat against ε (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    eps = [int(e) for e in checks["epsilon"]]
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    for key, label in (("fpr95", "FPR95 (%) ↑ = attack wins"), ("auroc", "AUROC (%)")):
+        ax.plot(eps, [checks["epsilon"][str(e)][key] for e in eps], "o-", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="ε (× 1/255)", ylim=(-2, 102), title=f"ε-curve on {checks['set']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def attack_winners_table(results: dict) -> str:
+    """Which member of the attack ensemble fooled the detector most, per set and threat (% of
+    OOD images; a Square share above a few percent hints at gradient masking)."""
+    rows = [(label, threat, shares) for label, per_set in results.get("attack_winners", {}).items()
+            for threat, shares in per_set.items()]  # fmt: skip
+    if not rows:
+        return ""
+    names = list(rows[0][2])
+    lines = ["Which attack of the ensemble won each OOD image (%):", "",
+             "| OOD set | threat | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
+    for label, threat, shares in rows:
+        lines.append(
+            f"| {label} | {threat} | " + " | ".join(f"{shares[n]:.1f}" for n in names) + " |"
+        )
+    return "\n".join(lines)
 
 
 def write_reports(
@@ -67,6 +129,10 @@ def write_reports(
         f.write(markdown_table(results))
     if plots:
         plot_scores(results, results_dir)
+        if "robustness_checks" in results:
+            plot_epsilon_curve(
+                results["robustness_checks"], os.path.join(results_dir, "epsilon_curve.png")
+            )
     if log_dir:
         write_tensorboard(results, log_dir)
 

@@ -22,10 +22,25 @@ from atom_tf.distribution import is_chief
 from atom_tf.errors import InvalidConfigError
 from atom_tf.evaluation.detector import Detector, as_unit_float, load_run, progress_note
 from atom_tf.evaluation.metrics import detection_metrics, end_to_end_accuracy
+from atom_tf.evaluation.robustness_checks import robustness_checks
 from atom_tf.evaluation.scorers import SCORERS
-from atom_tf.evaluation.threats import THREATS, AttackSettings, ThreatContext, get_threat
-from atom_tf.files import digest_of, save_npz_atomic, sha256_of_arrays, writable_directory
-from atom_tf.settings import setting
+from atom_tf.evaluation.threats import (
+    ENSEMBLE,
+    THREATS,
+    AttackSettings,
+    ThreatContext,
+    get_threat,
+)
+from atom_tf.files import (
+    DamagedFileError,
+    atomic_write_json,
+    digest_of,
+    read_json,
+    save_npz_atomic,
+    sha256_of_arrays,
+    writable_directory,
+)
+from atom_tf.settings import identity_of, setting
 from atom_tf.training.checkpoint import claim_directory
 from atom_tf.training.trainer import read_run_config
 
@@ -37,6 +52,15 @@ def winner_counts(winners: np.ndarray, which: str) -> dict[str, int]:
     names = ["clean", *variant_names(which)]
     values, counts = np.unique(winners + 1, return_counts=True)
     return {names[v]: int(c) for v, c in zip(values, counts, strict=True)}
+
+
+def attack_shares(winners: np.ndarray) -> dict[str, float]:
+    """The share (%) of images each member of the attack ensemble won ('clean': none beat the
+    clean image)."""
+    names = ["clean", *ENSEMBLE]
+    counts = np.bincount(np.asarray(winners) + 1, minlength=len(names))
+    total = max(int(counts.sum()), 1)
+    return {name: 100 * int(c) / total for name, c in zip(names, counts, strict=True)}
 
 
 @dataclasses.dataclass
@@ -58,6 +82,15 @@ class EvalSettings:
     batch_size: int = setting(256, "Images per attack batch.")
     seed: int = setting(0, "Seed of attacks, noise sets and subsets.")
     jit_compile: bool = False  # resolved: bin/evaluate.py's --jit_compile unset means "auto"
+    robustness_checks: bool = setting(
+        False, "Gradient-masking checks on the first OOD set: the L-inf threat against eps "
+        "(1 to 64/255), against steps (40, 100, 200), and Square against PGD and APGD "
+        "(docs/protocol.md §11); a warning line for each check that fails.", added_later=True,
+    )  # fmt: skip
+    robustness_images: int = setting(
+        200, "OOD images the robustness checks attack (the first of the first set).",
+        added_later=True,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.max_ood_images is not None and self.max_ood_images < 1:
@@ -71,9 +104,10 @@ class EvalSettings:
 
     def identity(self) -> dict:
         """What determines the saved scores (the list of sets/threats may grow freely)."""
-        d = dataclasses.asdict(self)
-        for key in ("ood_sets", "threats", "batch_size", "jit_compile"):
-            d.pop(key)
+        d = {**identity_of(self), "attack": self.attack.identity()}
+        for key in ("ood_sets", "threats", "batch_size", "jit_compile", "robustness_checks",
+                    "robustness_images"):  # fmt: skip
+            d.pop(key, None)
         if not d["scorer_options"]:  # results written before scorer options keep their identity
             d.pop("scorer_options")
         return d
@@ -134,10 +168,59 @@ def score_key(state, detector: Detector, set_name: str, images: np.ndarray, thre
     """What a set's scores under a threat depend on."""
     return digest_of({
         "weights": state.weights_sha256, "scorer": detector.scorer.name,
-        "params": detector.scorer_params, "attack": dataclasses.asdict(settings.attack),
+        "params": detector.scorer_params, "attack": settings.attack.identity(),
         "threat": threat, "set": resolved_set_name(set_name),
         "images": sha256_of_arrays(images), "seed": settings.seed,
     })  # fmt: skip
+
+
+def threat_context(detector: Detector, settings: EvalSettings, verbose: bool,
+                   shared: dict | None = None, compiled: dict | None = None) -> ThreatContext:  # fmt: skip
+    """What a threat model needs of the detector and the settings."""
+    return ThreatContext(
+        logits_fn=detector.scorer.attack_outputs or detector.logits,
+        scorer=detector.scorer,
+        num_classes=detector.num_classes,
+        attack=settings.attack,
+        score_fn=detector.score,
+        batch_size=settings.batch_size,
+        jit_compile=settings.jit_compile,
+        seed=settings.seed,
+        verbose=verbose,
+        shared={} if shared is None else shared,
+        compiled={} if compiled is None else compiled,
+        strategy=detector.strategy,
+    )
+
+
+def checked_robustness(detector: Detector, state, in_scores: np.ndarray, set_name: str,
+                       images: np.ndarray, settings: EvalSettings, results_dir: str,
+                       verbose: bool) -> dict:  # fmt: skip
+    """The gradient-masking checks on the first `robustness_images` images of a set, saved in
+    results_dir/robustness_checks.json with what they depend on (reused while that holds);
+    each failed check printed as a warning line."""
+    subset = as_unit_float(images[: settings.robustness_images])
+    key = digest_of({"weights": state.weights_sha256, "scorer": detector.scorer.name,
+                     "params": detector.scorer_params, "attack": settings.attack.identity(),
+                     "set": resolved_set_name(set_name), "images": sha256_of_arrays(subset),
+                     "seed": settings.seed, "in": sha256_of_arrays(in_scores)})  # fmt: skip
+    path = os.path.join(results_dir, "robustness_checks.json")
+    try:
+        saved = read_json(path) if os.path.exists(path) else None
+    except DamagedFileError:  # a damaged cache is recomputed
+        saved = None
+    if isinstance(saved, dict) and saved.get("key") == key and "checks" in saved:
+        checks = saved["checks"]
+    else:
+        if verbose:
+            print(f"robustness checks: {len(subset)} images of {set_name}", flush=True)
+        ctx = threat_context(detector, settings, verbose=False)
+        name = f"{detector.scorer.name} detector of {state.weights_sha256[:12]}"
+        checks = {"set": set_name, **robustness_checks(in_scores, subset, ctx, name)}
+        atomic_write_json(path, {"key": key, "checks": checks})
+    for line in checks["warnings"]:
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+    return checks
 
 
 def ood_scores(
@@ -152,20 +235,7 @@ def ood_scores(
     """Detection scores of OOD images after the threat model, and what the threat recorded
     per image (e.g. the winning corruption). `shared` carries results between the threat
     models of one image set (the compositional threat reuses the corruption search)."""
-    ctx = ThreatContext(
-        logits_fn=detector.scorer.attack_outputs or detector.logits,
-        scorer=detector.scorer,
-        num_classes=detector.num_classes,
-        attack=settings.attack,
-        score_fn=detector.score,
-        batch_size=settings.batch_size,
-        jit_compile=settings.jit_compile,
-        seed=settings.seed,
-        verbose=verbose,
-        shared={} if shared is None else shared,
-        compiled={} if compiled is None else compiled,
-        strategy=detector.strategy,
-    )
+    ctx = threat_context(detector, settings, verbose, shared, compiled)
     shown = get_threat(threat)(as_unit_float(images), ctx)
     return detector.score(shown), ctx.records
 
@@ -256,6 +326,9 @@ def evaluate(
             if "winners" in records:
                 counts = winner_counts(records["winners"], settings.attack.corruptions)
                 results.setdefault("corruption_winners", {}).setdefault(label, {})[threat] = counts
+            if "attack_winners" in records:
+                shares = attack_shares(records["attack_winners"])
+                results.setdefault("attack_winners", {}).setdefault(label, {})[threat] = shares
     results["average"] = {
         threat: {
             key: float(np.mean([results["ood"][s][threat][key] for s in labels]))
@@ -263,4 +336,10 @@ def evaluate(
         }
         for threat in settings.threats
     }
+    if settings.robustness_checks:
+        first = settings.ood_sets[0]
+        images = load_ood_set(first, settings.max_ood_images, data_dir, ood_dir, seed=settings.seed)
+        results["robustness_checks"] = checked_robustness(
+            detector, state, in_scores, first, images, settings, results_dir, verbose
+        )
     return results

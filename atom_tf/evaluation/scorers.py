@@ -16,7 +16,12 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from atom_tf.attacks.objectives import kplus1_ce, reject_log_probability
+from atom_tf.attacks.objectives import (
+    class_margin,
+    kplus1_ce,
+    kplus1_margin,
+    reject_log_probability,
+)
 from atom_tf.evaluation.metrics import fpr_at_tpr
 from atom_tf.registry import Registry
 from atom_tf.settings import Setting
@@ -39,6 +44,9 @@ class Scorer:
     bind: Callable[..., Scorer] | None = None
     # what the attack differentiates (x -> values its objective reads); None: the logits
     attack_outputs: Callable[[tf.Tensor], tf.Tensor] | None = None
+    # a scale-invariant margin (logits, K) -> [B] the attack may raise instead (the ensemble's
+    # second APGD); None for scores that are not a margin of the logits (energy, Mahalanobis)
+    margin_objective: Callable[[tf.Tensor, int], tf.Tensor] | None = None
     # the options `fit` reads (flags of bin/evaluate.py, part of the results' identity)
     options: tuple[Setting, ...] = ()
 
@@ -88,6 +96,7 @@ register_scorer(
         objective=lambda logits, k: kplus1_ce(logits),
         adaptive_objective=lambda logits, k: -tf.nn.softmax(logits, axis=-1)[:, k],
         kplus1_only=True,
+        margin_objective=kplus1_margin,
     )
 )
 register_scorer(
@@ -96,6 +105,7 @@ register_scorer(
         score=lambda fn, x, k: _msp(fn(x), k),
         objective=mean_class_ce,
         adaptive_objective=_msp,
+        margin_objective=class_margin,
     )
 )
 register_scorer(
@@ -179,6 +189,7 @@ register_scorer(
         fit=_fit_odin,
         bind=_bind_odin,
         options=ODIN_OPTIONS,
+        margin_objective=class_margin,
     )
 )
 # SOFL (Mohseni et al., 2020): in-distribution-ness = -Σ_{i>K} F(x)_i over its reject classes;
@@ -190,6 +201,7 @@ register_scorer(
         objective=lambda logits, k: -reject_log_probability(logits, k),
         adaptive_objective=lambda logits, k: -tf.exp(reject_log_probability(logits, k)),
         kplus1_only=True,
+        margin_objective=kplus1_margin,
     )
 )
 
@@ -206,5 +218,6 @@ register_scorer(
         score=_rowl_score,
         objective=lambda logits, k: kplus1_ce(logits),
         kplus1_only=True,
+        margin_objective=kplus1_margin,
     )
 )

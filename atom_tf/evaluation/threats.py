@@ -17,13 +17,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from atom_tf.attacks.apgd import apgd_attack
 from atom_tf.attacks.pgd import pgd_attack, random_start_noise
+from atom_tf.attacks.square import square_attack
 from atom_tf.batching import map_batches
 from atom_tf.distribution import across_replicas
 from atom_tf.errors import InvalidConfigError
 from atom_tf.evaluation.scorers import LogitsFn, Scorer
 from atom_tf.registry import Registry
-from atom_tf.settings import setting
+from atom_tf.settings import identity_of, setting
+
+ATTACK_NAMES = ("pgd", "apgd", "square", "ensemble")  # --attack
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -51,17 +55,38 @@ class AttackSettings:
         "", "Corruption constants (default: cifar for 32x32 inputs, imagenet otherwise).",
         kind="enum", choices=("", "cifar", "imagenet"),
     )  # fmt: skip
+    attack: str = setting(
+        "pgd", "The L-inf attack of the linf and compositional threats: {choices} (pgd: the "
+        "paper's; ensemble: per image the worst of pgd, apgd on the scorer's objective, apgd "
+        "on its scale-invariant margin and square; docs/protocol.md §11).", kind="enum",
+        choices=ATTACK_NAMES, added_later=True,
+    )  # fmt: skip
+    queries: int = setting(
+        1000, "Square attack queries per image (AutoAttack: 5,000).", flag="square_queries",
+        added_later=True,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
+        if self.attack not in ATTACK_NAMES:
+            raise InvalidConfigError(
+                f"unknown --attack {self.attack!r}; choose one of {', '.join(ATTACK_NAMES)}"
+            )
         checks = {"--attack_epsilon >= 0": self.epsilon >= 0, "--attack_steps >= 0": self.steps >= 0,
                   "--attack_step_size > 0": self.step_size > 0,
-                  "--attack_restarts >= 1": self.restarts >= 1}  # fmt: skip
+                  "--attack_restarts >= 1": self.restarts >= 1,
+                  "--square_queries >= 1": self.queries >= 1}  # fmt: skip
         failed = [name for name, ok in checks.items() if not ok]
         if failed:
             raise InvalidConfigError(
                 f"attack settings need {', '.join(failed)} (got epsilon {self.epsilon:g}, steps "
-                f"{self.steps}, step size {self.step_size:g}, restarts {self.restarts})"
+                f"{self.steps}, step size {self.step_size:g}, restarts {self.restarts}, queries "
+                f"{self.queries})"
             )
+
+    def identity(self) -> dict:
+        """What these settings change in a number: every field, less those added after
+        results were first saved while they hold their default (those results stay valid)."""
+        return identity_of(self)
 
 
 @dataclasses.dataclass
@@ -116,41 +141,138 @@ def batched(
     return out
 
 
-def make_linf_attack(ctx: ThreatContext) -> Callable[[np.ndarray, int], np.ndarray]:
-    """A compiled batched PGD against ctx.scorer's attacker objective (traced once for all
-    sets of an evaluation: kept in `ctx.compiled`)."""
-    key = ("linf", ctx.scorer.name, ctx.attack, ctx.jit_compile)
+def make_linf_attack(ctx: ThreatContext, name: str | None = None, margin: bool = False
+                     ) -> Callable[[np.ndarray, int], np.ndarray]:  # fmt: skip
+    """A compiled batched L∞ attack (`name`, default ctx.attack.attack; APGD on the scorer's
+    margin objective with `margin`) against ctx.scorer, traced once for all sets of an
+    evaluation (kept in `ctx.compiled`)."""
+    name = name or ctx.attack.attack
+    key = ("linf", name, margin, ctx.scorer.name, ctx.attack, ctx.jit_compile)
     if key not in ctx.compiled:
-        ctx.compiled[key] = _linf_attack(ctx)
+        if margin:
+            objective = ctx.scorer.margin_objective
+            ctx.compiled[key] = _apgd(ctx, lambda logits: objective(logits, ctx.num_classes))
+        else:
+            ctx.compiled[key] = LINF_ATTACKS[name](ctx)
     return ctx.compiled[key]
 
 
-def _linf_attack(ctx: ThreatContext) -> Callable[[np.ndarray, int], np.ndarray]:
-    objective = ctx.scorer.attack_objective(ctx.num_classes, ctx.attack.adaptive)
-    settings = ctx.attack
+def _compiled(ctx: ThreatContext, attack: Callable) -> Callable[..., np.ndarray]:
+    """`attack(images, *per_image)` compiled and split over the strategy's replicas (every
+    argument is split along its first axis, with the images)."""
+    function = tf.function(attack, jit_compile=ctx.jit_compile, reduce_retracing=True)
+    return across_replicas(ctx.strategy, function)
 
-    @tf.function(jit_compile=ctx.jit_compile, reduce_retracing=True)
-    def attack(images, noise):  # noise [batch, restarts, ...]: it is split with the images
+
+def _start_noise(ctx: ThreatContext, batch: np.ndarray, index: int, quantize: bool) -> np.ndarray:
+    """[batch, restarts, ...] random starts drawn for the whole batch from (seed, batch index):
+    replicas take their share of what one device draws."""
+    seed = tf.constant([ctx.seed, index], tf.int64)
+    a = ctx.attack
+    noise = random_start_noise(seed, batch.shape, a.epsilon, a.restarts, quantize)
+    return np.transpose(noise.numpy(), (1, 0, 2, 3, 4))
+
+
+def _pgd(ctx: ThreatContext, objective=None) -> Callable[[np.ndarray, int], np.ndarray]:
+    """docs/protocol.md §5's PGD (the paper's attack, `--attack=pgd`)."""
+    objective = objective or ctx.scorer.attack_objective(ctx.num_classes, ctx.attack.adaptive)
+    a = ctx.attack
+
+    def attack(images, noise):
         adversarial, _ = pgd_attack(
-            ctx.logits_fn, images, objective, epsilon=settings.epsilon, steps=settings.steps,
-            step_size=settings.step_size, seed=tf.zeros(2, tf.int64), restarts=settings.restarts,
+            ctx.logits_fn, images, objective, epsilon=a.epsilon, steps=a.steps,
+            step_size=a.step_size, seed=tf.zeros(2, tf.int64), restarts=a.restarts,
             start_noise=tf.transpose(noise, [1, 0, 2, 3, 4]),
         )  # fmt: skip
         return adversarial
 
-    attack_shares = across_replicas(ctx.strategy, attack)
+    shares = _compiled(ctx, attack)
+    return lambda batch, index: shares(batch, _start_noise(ctx, batch, index, True))
+
+
+def _apgd(ctx: ThreatContext, objective=None) -> Callable[[np.ndarray, int], np.ndarray]:
+    """APGD (docs/protocol.md §11) with the same iterations and restarts as PGD."""
+    objective = objective or ctx.scorer.attack_objective(ctx.num_classes, ctx.attack.adaptive)
+    a = ctx.attack
+
+    def attack(images, noise):
+        adversarial, _ = apgd_attack(
+            ctx.logits_fn, images, objective, epsilon=a.epsilon, steps=a.steps,
+            seed=tf.zeros(2, tf.int64), restarts=a.restarts,
+            start_noise=tf.transpose(noise, [1, 0, 2, 3, 4]),
+        )  # fmt: skip
+        return adversarial
+
+    shares = _compiled(ctx, attack)
+    return lambda batch, index: shares(batch, _start_noise(ctx, batch, index, False))
+
+
+def _square(ctx: ThreatContext) -> Callable[[np.ndarray, int], np.ndarray]:
+    """The Square attack (docs/protocol.md §11): `queries` score queries, no gradient."""
+    objective = ctx.scorer.attack_objective(ctx.num_classes, ctx.attack.adaptive)
+    a = ctx.attack
+
+    def attack(images, positions, seed):  # positions, seed: split with the images
+        adversarial, _ = square_attack(ctx.logits_fn, images, objective, epsilon=a.epsilon,
+                                       queries=a.queries, seed=seed[0], positions=positions,
+                                       total=ctx.batch_size)  # fmt: skip
+        return adversarial
+
+    shares = _compiled(ctx, attack)
 
     def run(batch: np.ndarray, index: int) -> np.ndarray:
-        seed = tf.constant([ctx.seed, index], tf.int64)
-        noise = random_start_noise(seed, batch.shape, settings.epsilon, settings.restarts)
-        return attack_shares(batch, np.transpose(noise.numpy(), (1, 0, 2, 3, 4)))
+        seed = np.tile(np.array([[ctx.seed, index]], np.int64), (len(batch), 1))
+        return shares(batch, np.arange(len(batch), dtype=np.int32), seed)
 
     return run
 
 
+# The ensemble's members, in the order its per-image winners are recorded.
+ENSEMBLE = ("pgd", "apgd", "apgd_margin", "square")
+
+
+def ensemble_attack(ctx: ThreatContext, winners: list[np.ndarray]
+                    ) -> Callable[[np.ndarray, int], np.ndarray]:  # fmt: skip
+    """Per image the most in-distribution result (by the detector's own score) of PGD, APGD
+    on the scorer's objective, APGD on its scale-invariant margin (for scorers that have one)
+    and Square, the clean image included; each batch's winners (index into ENSEMBLE, -1: the
+    clean image) are appended to `winners`."""
+    members = {"pgd": make_linf_attack(ctx, "pgd"), "apgd": make_linf_attack(ctx, "apgd"),
+               "square": make_linf_attack(ctx, "square")}  # fmt: skip
+    if ctx.scorer.margin_objective is not None:
+        members["apgd_margin"] = make_linf_attack(ctx, "apgd", margin=True)
+
+    def run(batch: np.ndarray, index: int) -> np.ndarray:
+        best, best_score = batch.copy(), ctx.score_fn(batch)
+        winner = np.full(len(batch), -1, np.int32)
+        for member, name in enumerate(ENSEMBLE):
+            if name in members:
+                candidate = np.asarray(members[name](batch, index))
+                score = ctx.score_fn(candidate)
+                better = score > best_score
+                best[better], best_score[better] = candidate[better], score[better]
+                winner[better] = member
+        winners.append(winner)
+        return best
+
+    return run
+
+
+LINF_ATTACKS = {"pgd": _pgd, "apgd": _apgd, "square": _square}
+
+
 @register_threat("linf")
 def linf(images: np.ndarray, ctx: ThreatContext) -> np.ndarray:
-    """White-box L∞ PGD (docs/protocol.md §5), per sample the best iterate, the clean input included."""
+    """White-box L∞ attack on OOD images (docs/protocol.md §5; `--attack`), per sample the best
+    iterate, the clean input included."""
     a = ctx.attack
-    label = f"L-inf PGD ({a.steps} steps x {a.restarts} restart(s), eps {a.epsilon * 255:.0f}/255)"
-    return batched(images, ctx.batch_size, make_linf_attack(ctx), label, ctx.verbose)
+    budget = f"{a.queries} queries" if a.attack == "square" else (
+        f"{a.steps} steps x {a.restarts} restart(s)")  # fmt: skip
+    label = f"L-inf {a.attack} ({budget}, eps {a.epsilon * 255:.0f}/255)"
+    if a.attack != "ensemble":
+        return batched(images, ctx.batch_size, make_linf_attack(ctx), label, ctx.verbose)
+    winners: list[np.ndarray] = []
+    out = batched(images, ctx.batch_size, ensemble_attack(ctx, winners), label, ctx.verbose)
+    ctx.records["attack_winners"] = np.concatenate(winners)[: len(images)] if winners else (
+        np.zeros(0, np.int32))  # fmt: skip
+    return out

@@ -216,3 +216,33 @@ def test_attack_and_evaluation_settings_are_checked():
             AttackSettings(**bad)
     with pytest.raises(InvalidConfigError, match="--max_ood_images must be positive"):
         EvalSettings(ood_sets=("faces",), max_ood_images=-5)
+
+
+def test_the_ensemble_and_the_robustness_checks_end_to_end(run_dir, tmp_path, capsys):
+    """`--attack=ensemble`: never below PGD's FPR95 on any set, its winners in results and the
+    report; `--robustness_checks`: the ε-curve, the steps and Square's share in results.json,
+    results.md and epsilon_curve.png, reused on a rerun."""
+    sets = ("letters",)
+    pgd = evaluate(run_dir, str(tmp_path / "pgd"),
+                   EvalSettings(ood_sets=sets, threats=("linf",), attack=QUICK, max_ood_images=16),
+                   verbose=False)  # fmt: skip
+    ensemble_attack = AttackSettings(steps=5, step_size=2 / 255, attack="ensemble", queries=40)
+    settings = EvalSettings(ood_sets=sets, threats=("linf",), attack=ensemble_attack,
+                            max_ood_images=16, robustness_checks=True, robustness_images=8)  # fmt: skip
+    results = evaluate(run_dir, str(tmp_path / "ens"), settings, verbose=False)
+    for label in sets:
+        assert results["ood"][label]["linf"]["fpr95"] >= pgd["ood"][label]["linf"]["fpr95"]
+        shares = results["attack_winners"][label]["linf"]
+        assert sum(shares.values()) == pytest.approx(100) and set(shares) >= {"clean", "square"}
+    checks = results["robustness_checks"]
+    assert checks["set"] == "letters" and checks["images"] == 8
+    assert set(checks["epsilon"]) == {"1", "2", "4", "8", "16", "32", "64"}
+    write_reports(results, str(tmp_path / "ens"), None, plots=True)
+    markdown = (tmp_path / "ens" / "results.md").read_text()
+    assert "Which attack of the ensemble won" in markdown and "Gradient-masking checks" in markdown
+    assert (tmp_path / "ens" / "epsilon_curve.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "ens" / "robustness_checks.json").read_text())
+    capsys.readouterr()
+    again = evaluate(run_dir, str(tmp_path / "ens"), settings)
+    assert again["robustness_checks"] == saved["checks"]  # reused, not recomputed
+    assert "robustness checks:" not in capsys.readouterr().out

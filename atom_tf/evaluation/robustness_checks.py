@@ -1,0 +1,88 @@
+"""Gradient-masking checks (docs/protocol.md §11): does a low FPR95 under attack come from
+robustness, or from an attack that cannot find its way?
+
+On a subset of OOD images, with the clean in-distribution threshold:
+- the ε-curve: the L∞ threat at ε ∈ {1, 2, 4, 8, 16, 32, 64}/255 (the step size scaled with
+  ε). At the largest ε almost every OOD image must pass as in-distribution (FPR95 ≥ 90 %),
+  and the FPR95 must not fall as ε grows;
+- the steps: 40, 100 and 200 iterations: more must never help the detector;
+- Square (no gradients) against the white-box PGD and APGD at the evaluation's ε: Square
+  doing better on more than a few percent of the images is the classic sign of a masked
+  gradient.
+
+Each failed check is a warning line naming the detector and the check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+
+from atom_tf.evaluation.metrics import auroc, fpr_at_tpr
+from atom_tf.evaluation.threats import ThreatContext, get_threat
+
+EPSILONS = (1, 2, 4, 8, 16, 32, 64)  # × 1/255
+STEPS = (40, 100, 200)
+LARGE_EPSILON_FPR95 = 90.0  # % of OOD images accepted at the largest ε, at least
+TOLERANCE = 2.0  # percentage points the FPR95 may fall by when the attack grows (noise)
+SQUARE_SHARE = 5.0  # % of images on which Square may beat the white-box attacks
+
+
+def _attacked(images: np.ndarray, ctx: ThreatContext, **changes) -> np.ndarray:
+    """Detection scores of the images under the L∞ threat with some attack settings changed
+    (a context of its own: nothing is shared with, or cached for, the main evaluation)."""
+    attack = dataclasses.replace(ctx.attack, **changes)
+    context = dataclasses.replace(ctx, attack=attack, records={}, shared={}, compiled={},
+                                  verbose=False)  # fmt: skip
+    return ctx.score_fn(get_threat("linf")(images, context))
+
+
+def robustness_checks(
+    in_scores: np.ndarray, images: np.ndarray, ctx: ThreatContext, detector: str
+) -> dict:
+    """The three checks on `images` (clean OOD, float in [0, 1]) against the detector behind
+    `ctx`; returns their numbers and the warnings they raise."""
+    fpr = lambda scores: 100 * fpr_at_tpr(in_scores, scores)  # noqa: E731
+    area = lambda scores: 100 * auroc(in_scores, scores)  # noqa: E731
+    base = ctx.attack
+    by_epsilon = {}
+    for e in EPSILONS:
+        scores = _attacked(images, ctx, attack="pgd", epsilon=e / 255,
+                           step_size=base.step_size * (e / 255) / base.epsilon)  # fmt: skip
+        by_epsilon[str(e)] = {"fpr95": fpr(scores), "auroc": area(scores)}
+    by_steps = {}
+    for steps in STEPS:
+        scores = _attacked(images, ctx, attack="pgd", steps=steps)
+        by_steps[str(steps)] = {"fpr95": fpr(scores), "auroc": area(scores)}
+    white_box = np.maximum(
+        _attacked(images, ctx, attack="pgd"), _attacked(images, ctx, attack="apgd")
+    )
+    square = _attacked(images, ctx, attack="square")
+    square_share = 100 * float(np.mean(square > white_box + 1e-6))
+    warnings = []
+    largest = by_epsilon[str(EPSILONS[-1])]["fpr95"]
+    if largest < LARGE_EPSILON_FPR95:
+        warnings.append(
+            f"{detector}: the ε-curve check failed: at ε = {EPSILONS[-1]}/255 only {largest:.1f} % "
+            f"of OOD images pass as in-distribution (expected ≥ {LARGE_EPSILON_FPR95:.0f} %): the "
+            "attack may be lost on a masked gradient"
+        )
+    curve = [by_epsilon[str(e)]["fpr95"] for e in EPSILONS]
+    if any(later < earlier - TOLERANCE for earlier, later in itertools.pairwise(curve)):
+        warnings.append(f"{detector}: the ε-curve check failed: FPR95 falls as ε grows {curve}")
+    more = [by_steps[str(s)]["fpr95"] for s in STEPS]
+    if any(later < more[0] - TOLERANCE for later in more[1:]):
+        warnings.append(
+            f"{detector}: the steps check failed: FPR95 {more} at {list(STEPS)} steps falls "
+            "with more steps"
+        )
+    if square_share > SQUARE_SHARE:
+        warnings.append(
+            f"{detector}: the black-box check failed: Square (no gradients) beats PGD and APGD "
+            f"on {square_share:.1f} % of OOD images (over {SQUARE_SHARE:.0f} %): gradient "
+            "masking is likely"
+        )
+    return {"images": len(images), "epsilon": by_epsilon, "steps": by_steps,
+            "square_beats_white_box": square_share, "warnings": warnings}  # fmt: skip

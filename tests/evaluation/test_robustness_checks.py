@@ -1,0 +1,54 @@
+"""Gradient-masking checks: a detector whose gradient is masked (a quantising input layer with
+a zero gradient) fails them with warnings naming it; the same detector without the mask
+passes them all."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from atom_tf.evaluation.robustness_checks import EPSILONS, STEPS, robustness_checks
+from atom_tf.evaluation.scorers import get_scorer
+from atom_tf.evaluation.threats import AttackSettings, ThreatContext
+from tests.helpers import tiny_network
+
+
+def checks(masked: bool) -> dict:
+    model = tiny_network(3, seed=2)
+    scorer = get_scorer("kplus1")
+
+    def logits_fn(x):
+        if masked:  # the network sees x quantised to eighths; its input gradient is zero
+            x = 0.0 * x + tf.stop_gradient(tf.round(x * 8) / 8)
+        return model(x, training=False)
+
+    def score_fn(images):
+        return scorer.score(logits_fn, tf.constant(images, tf.float32), 2).numpy()
+
+    rng = np.random.default_rng(0)
+    ood = rng.random((8, 32, 32, 3)).astype(np.float32)
+    # in-distribution scores just above every clean OOD score: clean FPR95 is 0
+    in_scores = score_fn(ood).max() + 0.02 + 0.05 * rng.random(100)
+    ctx = ThreatContext(logits_fn, scorer, 2, AttackSettings(queries=100), score_fn,
+                        batch_size=8, verbose=False, seed=1)  # fmt: skip
+    return robustness_checks(in_scores, ood, ctx, "tiny detector")
+
+
+@pytest.fixture(scope="module")
+def honest():
+    return checks(masked=False)
+
+
+def test_an_unmasked_detector_passes_and_fails_completely_at_large_epsilon(honest):
+    assert honest["warnings"] == []
+    assert honest["epsilon"][str(EPSILONS[-1])]["fpr95"] >= 90
+    assert honest["epsilon"]["1"]["fpr95"] <= honest["epsilon"]["64"]["fpr95"]
+    assert list(honest["steps"]) == [str(s) for s in STEPS]
+    assert honest["square_beats_white_box"] <= 5
+
+
+def test_a_masked_gradient_raises_the_warnings_naming_the_detector():
+    masked = checks(masked=True)
+    assert masked["square_beats_white_box"] > 50
+    text = "\n".join(masked["warnings"])
+    assert "tiny detector: the black-box check failed" in text
+    assert "tiny detector: the ε-curve check failed" in text

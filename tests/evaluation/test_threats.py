@@ -1,0 +1,98 @@
+"""The L∞ threat with each `--attack`: the paper's PGD unchanged, APGD and Square in the ball,
+the ensemble never weaker than any of its members on any image and its winners recorded;
+the added settings leave the identity of earlier results unchanged."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from atom_tf.attacks.objectives import class_margin, kplus1_margin
+from atom_tf.attacks.pgd import pgd_attack, random_start_noise
+from atom_tf.errors import InvalidConfigError
+from atom_tf.evaluation.runner import attack_shares
+from atom_tf.evaluation.scorers import get_scorer
+from atom_tf.evaluation.threats import ENSEMBLE, AttackSettings, ThreatContext, get_threat
+from tests.helpers import tiny_network
+
+EPS = 8 / 255
+
+
+@pytest.fixture(scope="module")
+def detector():
+    """A random (K+1)-way network (K = 2) and its kplus1 detection score."""
+    model = tiny_network(3, seed=2)
+    logits_fn = lambda z: model(z, training=False)  # noqa: E731
+    scorer = get_scorer("kplus1")
+    score_fn = lambda x: scorer.score(logits_fn, tf.constant(x, tf.float32), 2).numpy()  # noqa: E731
+    return logits_fn, scorer, score_fn
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(1).random((12, 32, 32, 3)).astype(np.float32)
+
+
+def context(detector, **attack):
+    logits_fn, scorer, score_fn = detector
+    settings = AttackSettings(steps=5, step_size=2 / 255, queries=30, **attack)
+    return ThreatContext(logits_fn, scorer, 2, settings, score_fn, batch_size=8, verbose=False,
+                         seed=3)  # fmt: skip
+
+
+def test_the_default_attack_is_the_papers_pgd_bit_for_bit(detector, images):
+    ctx = context(detector)
+    assert ctx.attack.attack == "pgd"
+    shown = get_threat("linf")(images, ctx)
+    expected = []
+    for index, first in enumerate(range(0, len(images), 8)):
+        batch = images[first : first + 8]
+        batch = np.concatenate([batch, np.zeros((8 - len(batch), 32, 32, 3), np.float32)])
+        noise = random_start_noise(tf.constant([3, index], tf.int64), batch.shape, EPS, 1)
+        adv, _ = pgd_attack(detector[0], batch, ctx.scorer.attack_objective(2), epsilon=EPS,
+                            steps=5, step_size=2 / 255, seed=tf.zeros(2, tf.int64),
+                            start_noise=noise)  # fmt: skip
+        expected.append(adv.numpy())
+    np.testing.assert_array_equal(shown, np.concatenate(expected)[: len(images)])
+
+
+@pytest.mark.parametrize("attack", ["apgd", "square", "ensemble"])
+def test_every_attack_stays_in_the_ball_and_never_lowers_the_score(detector, images, attack):
+    ctx = context(detector, attack=attack)
+    shown = get_threat("linf")(images, ctx)
+    assert np.abs(shown - images).max() <= EPS + 1e-6 and shown.min() >= 0 and shown.max() <= 1
+    assert np.all(detector[2](shown) >= detector[2](images) - 1e-6)
+
+
+def test_the_ensemble_is_per_image_at_least_as_strong_as_each_member(detector, images):
+    score = detector[2]
+    ensemble_ctx = context(detector, attack="ensemble")
+    ensemble = score(get_threat("linf")(images, ensemble_ctx))
+    for member in ("pgd", "apgd", "square"):
+        alone = score(get_threat("linf")(images, context(detector, attack=member)))
+        assert np.all(ensemble >= alone - 1e-6), member
+    winners = ensemble_ctx.records["attack_winners"]
+    assert winners.shape == (len(images),) and winners.min() >= -1
+    assert winners.max() < len(ENSEMBLE)
+    shares = attack_shares(winners)
+    assert list(shares) == ["clean", *ENSEMBLE] and sum(shares.values()) == pytest.approx(100)
+
+
+def test_margins_are_scale_invariant_and_match_a_hand_computed_case():
+    logits = tf.constant([[3.0, 1.0, 0.0, 2.0]])  # K = 3 classes, one OOD output
+    # kplus1: (max class 3 - OOD 2) / (top 3 - third 1) = 0.5
+    assert float(kplus1_margin(logits, 3)[0]) == pytest.approx(0.5)
+    # class margin over the K classes [3, 1, 0]: (3 - 1) / (3 - 0)
+    assert float(class_margin(logits, 3)[0]) == pytest.approx(2 / 3)
+    for margin in (kplus1_margin, class_margin):
+        np.testing.assert_allclose(margin(7 * logits, 3), margin(logits, 3), rtol=1e-6)
+
+
+def test_settings_added_later_keep_the_identity_of_earlier_results():
+    assert (
+        "attack" not in AttackSettings().identity() and "queries" not in AttackSettings().identity()
+    )
+    assert AttackSettings(attack="ensemble", queries=50).identity()["queries"] == 50
+    with pytest.raises(InvalidConfigError, match="--square_queries >= 1"):
+        AttackSettings(queries=0)
+    with pytest.raises(InvalidConfigError, match="unknown --attack 'fgsm'; choose one of pgd"):
+        AttackSettings(attack="fgsm")
