@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,16 +27,6 @@ flags.DEFINE_integer("steps", 40, "PGD and APGD iterations.")
 flags.DEFINE_integer("queries", 1000, "Square queries.")
 flags.DEFINE_list("xla", ["false", "true"], "XLA settings to measure.")
 flags.DEFINE_integer("repeats", 2, "Timed repeats of each measurement (the best is kept).")
-
-
-def best_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up (tracing, compilation)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def attacks_for(network, eps: float, seed) -> dict:
@@ -65,6 +54,7 @@ def main(argv: list[str]) -> None:
     import tensorflow as tf
 
     from atom_tf.models import build_model
+    from bench.timing import best_seconds
 
     images = tf.constant(np.random.default_rng(0).random((FLAGS.batch, 32, 32, 3)), tf.float32)
     seed = tf.constant([0, 1], tf.int64)

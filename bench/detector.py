@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,22 +27,13 @@ flags.DEFINE_integer("images", 10_000, "Images scored (CIFAR-10's test set size 
 flags.DEFINE_integer("repeats", 3, "Timed repeats of each measurement (the best is kept).")
 
 
-def best_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up (tracing)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main(argv: list[str]) -> None:
     del argv
     from atom_tf.evaluation.detector import Detector
     from atom_tf.evaluation.scorers import get_scorer
     from atom_tf.files import sha256_of_arrays, sha256_of_file
     from atom_tf.models import build_model
+    from bench.timing import best_seconds
 
     network = build_model(FLAGS.model, 11)
     detector = Detector(network, 10, get_scorer("kplus1"))

@@ -64,3 +64,22 @@ def h5_arrays(path: str) -> dict:
         f.visititems(lambda name, obj: arrays.update(
             {name: np.asarray(obj)} if isinstance(obj, h5py.Dataset) else {}))  # fmt: skip
     return arrays
+
+
+def edge_images(rng, n: int = 16) -> tf.Tensor:
+    """Random images with values at both edges of the unit box (where clipping matters)."""
+    x = tf.constant(rng.random((n, 32, 32, 3)), tf.float32)
+    return tf.where(x < 0.1, 0.0, tf.where(x > 0.9, 1.0, x))
+
+
+def check_attack_result(model, x, adv, value, objective, epsilon: float, gain: float = 0.0):
+    """An attack's contract: the adversarial images lie in the ε-ball and the unit box, their
+    objective is the one returned, never below the clean one, and higher on average by more
+    than `gain`."""
+    assert float(tf.reduce_max(tf.abs(adv - x))) <= epsilon + 1e-6
+    assert float(tf.reduce_min(adv)) >= 0.0 and float(tf.reduce_max(adv)) <= 1.0
+    clean = objective(model(x, training=False)).numpy()
+    assert np.all(value.numpy() >= clean - 1e-6)
+    np.testing.assert_allclose(value.numpy(), objective(model(adv, training=False)).numpy(),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert value.numpy().mean() > clean.mean() + gain

@@ -173,38 +173,34 @@ def _start_noise(ctx: ThreatContext, batch: np.ndarray, index: int, quantize: bo
     return np.transpose(noise.numpy(), (1, 0, 2, 3, 4))
 
 
-def _pgd(ctx: ThreatContext, objective=None) -> Callable[[np.ndarray, int], np.ndarray]:
-    """docs/protocol.md §5's PGD (the paper's attack, `--attack=pgd`)."""
+def _gradient_attack(ctx: ThreatContext, engine: Callable, quantize_start: bool,
+                     objective=None, **budget) -> Callable[[np.ndarray, int], np.ndarray]:  # fmt: skip
+    """A compiled batched white-box attack `engine(logits_fn, images, objective, *, epsilon,
+    seed, restarts, start_noise, **budget)` against the scorer's objective (or `objective`),
+    from random starts drawn per batch (whole 1/255 steps with `quantize_start`)."""
     objective = objective or ctx.scorer.attack_objective(ctx.num_classes, ctx.attack.adaptive)
     a = ctx.attack
 
     def attack(images, noise):
-        adversarial, _ = pgd_attack(
-            ctx.logits_fn, images, objective, epsilon=a.epsilon, steps=a.steps,
-            step_size=a.step_size, seed=tf.zeros(2, tf.int64), restarts=a.restarts,
-            start_noise=tf.transpose(noise, [1, 0, 2, 3, 4]),
-        )  # fmt: skip
+        adversarial, _ = engine(ctx.logits_fn, images, objective, epsilon=a.epsilon,
+                                seed=tf.zeros(2, tf.int64), restarts=a.restarts,
+                                start_noise=tf.transpose(noise, [1, 0, 2, 3, 4]), **budget)  # fmt: skip
         return adversarial
 
     shares = _compiled(ctx, attack)
-    return lambda batch, index: shares(batch, _start_noise(ctx, batch, index, True))
+    return lambda batch, index: shares(batch, _start_noise(ctx, batch, index, quantize_start))
+
+
+def _pgd(ctx: ThreatContext, objective=None) -> Callable[[np.ndarray, int], np.ndarray]:
+    """docs/protocol.md §5's PGD (the paper's attack, `--attack=pgd`)."""
+    a = ctx.attack
+    return _gradient_attack(ctx, pgd_attack, True, objective, steps=a.steps,
+                            step_size=a.step_size)  # fmt: skip
 
 
 def _apgd(ctx: ThreatContext, objective=None) -> Callable[[np.ndarray, int], np.ndarray]:
     """APGD (docs/protocol.md §11) with the same iterations and restarts as PGD."""
-    objective = objective or ctx.scorer.attack_objective(ctx.num_classes, ctx.attack.adaptive)
-    a = ctx.attack
-
-    def attack(images, noise):
-        adversarial, _ = apgd_attack(
-            ctx.logits_fn, images, objective, epsilon=a.epsilon, steps=a.steps,
-            seed=tf.zeros(2, tf.int64), restarts=a.restarts,
-            start_noise=tf.transpose(noise, [1, 0, 2, 3, 4]),
-        )  # fmt: skip
-        return adversarial
-
-    shares = _compiled(ctx, attack)
-    return lambda batch, index: shares(batch, _start_noise(ctx, batch, index, False))
+    return _gradient_attack(ctx, apgd_attack, False, objective, steps=ctx.attack.steps)
 
 
 def _square(ctx: ThreatContext) -> Callable[[np.ndarray, int], np.ndarray]:
