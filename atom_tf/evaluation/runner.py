@@ -200,10 +200,9 @@ def checked_robustness(detector: Detector, state, in_scores: np.ndarray, set_nam
     results_dir/robustness_checks.json with what they depend on (reused while that holds);
     each failed check printed as a warning line."""
     subset = as_unit_float(images[: settings.robustness_images])
-    key = digest_of({"weights": state.weights_sha256, "scorer": detector.scorer.name,
-                     "params": detector.scorer_params, "attack": settings.attack.identity(),
-                     "set": resolved_set_name(set_name), "images": sha256_of_arrays(subset),
-                     "seed": settings.seed, "in": sha256_of_arrays(in_scores)})  # fmt: skip
+    key = digest_of({"scores": score_key(state, detector, set_name, subset, "robustness_checks",
+                                         settings),
+                     "in": sha256_of_arrays(in_scores)})  # fmt: skip
     path = os.path.join(results_dir, "robustness_checks.json")
     try:
         saved = read_json(path) if os.path.exists(path) else None
