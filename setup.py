@@ -26,8 +26,8 @@ setup(
         "psutil>=5.9",
     ],
     extras_require={
-        "test": ["pytest>=8"],
-        "dev": ["pytest>=8", "ruff>=0.6"],
+        "test": ["pytest>=8", "adversarial-robustness-toolbox==1.20.1"],  # ART: a peer to check the attacks against
+        "dev": ["pytest>=8", "ruff>=0.6", "adversarial-robustness-toolbox==1.20.1"],
         "gpu": ["tensorflow[and-cuda]>=2.18,<2.23"],
     },
 )

@@ -3,6 +3,7 @@ flags generated from declared settings (atom_tf.settings)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -21,6 +22,13 @@ STARTUP_NOISE = re.compile(
 )
 
 
+def _without_retracing_notes(record: logging.LogRecord) -> bool:
+    """Drops TensorFlow's "N out of the last N calls ... triggered tf.function retracing": an
+    evaluation traces each attack (per side and ensemble member) once, as separate functions of
+    one body, which that heuristic counts as retracing."""
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
 def import_tensorflow_quietly() -> None:
     """Imports TensorFlow and lists its devices with stderr captured, then passes on every
     captured line except the start-up noise (real warnings and errors still show)."""
@@ -35,6 +43,7 @@ def import_tensorflow_quietly() -> None:
 
             tf.config.list_physical_devices()
             tf.get_logger().setLevel("WARNING")  # no INFO lines from tf.distribute's set-up
+            tf.get_logger().addFilter(_without_retracing_notes)
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)

@@ -202,6 +202,8 @@ MAHALANOBIS = register_scorer(
         score=_unfitted,
         objective=lambda log_odds, k: tf.math.log_sigmoid(log_odds),  # eq. 116
         adaptive_objective=lambda log_odds, k: log_odds,
+        # log P(OOD): unlike -log P(in), its gradient does not vanish on confident inputs
+        in_objective=lambda log_odds, k: tf.math.log_sigmoid(-log_odds),
         fit=_fit,
         bind=_bind,
     )

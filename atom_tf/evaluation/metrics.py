@@ -96,3 +96,28 @@ def detection_metrics(
         "aupr_in": 100 * aupr_in(in_scores, ood_scores),
         "aupr_out": 100 * aupr_out(in_scores, ood_scores),
     }
+
+
+def end_to_end_metrics(
+    clean_in: np.ndarray,
+    ood_scores: np.ndarray,
+    threshold: float,
+    attacked_in: np.ndarray | None = None,
+    what: str = "OOD",
+) -> dict[str, float]:
+    """Metrics of an end-to-end threat (docs/protocol.md §10): `detection_metrics` of the
+    in-distribution scores the threat leaves (the attacked subset where it attacks them) against
+    the OOD scores (its fpr95 at 95 % TPR of those in-distribution scores, the ROC's point);
+    `fpr95_clean_threshold`, the OOD share accepted at the deployed threshold τ taken from clean
+    in-distribution scores; where in-distribution inputs are attacked, `in_rejected`, the share
+    of them that τ rejects, and `in_images`."""
+    if attacked_in is not None:
+        attacked_in = checked_scores(attacked_in, "attacked in-distribution")
+    in_scores = clean_in if attacked_in is None else attacked_in
+    metrics = detection_metrics(in_scores, ood_scores, what)
+    ood_scores = checked_scores(ood_scores, what)
+    metrics["fpr95_clean_threshold"] = 100 * float(np.mean(ood_scores >= threshold))
+    if attacked_in is not None:
+        metrics["in_rejected"] = 100 * float(np.mean(attacked_in < threshold))
+        metrics["in_images"] = float(len(attacked_in))
+    return metrics

@@ -10,9 +10,11 @@ import os
 import numpy as np
 
 from atom_tf.evaluation.runner import scores_file
+from atom_tf.evaluation.threats import IN_ATTACKED, ood_side
 from atom_tf.files import atomic_write_text
 
 METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out")
+CSV_METRICS = (*METRICS, "fpr95_clean_threshold", "in_rejected")  # the last two: end-to-end threats
 
 
 def markdown_table(results: dict) -> str:
@@ -47,12 +49,72 @@ def markdown_table(results: dict) -> str:
     )
     lines += ["", f"L∞ attack ({attack}): ε = {a['epsilon'] * 255:.0f}/255, {a['steps']} steps of "
               f"{a['step_size'] * 255:.0f}/255, {a['restarts']} restart(s)"
-              f"{', adaptive objective' if a['adaptive'] else ''}{square}."]  # fmt: skip
-    for table in (winners_table(results), attack_winners_table(results),
-                  robustness_table(results)):  # fmt: skip
+              f"{', adaptive objective' if a['adaptive'] else ''}{square}"
+              f"{end_to_end_attack(results)}."]  # fmt: skip
+    for table in (end_to_end_table(results), group_table(results), winners_table(results),
+                  attack_winners_table(results), robustness_table(results)):  # fmt: skip
         if table:
             lines += ["", table]
     return "\n".join(lines) + "\n"
+
+
+def end_to_end_attack(results: dict) -> str:
+    """'; end-to-end threats: ATTACK, N in-distribution images' where they were run."""
+    given = results["settings"]
+    if "end_to_end_attack" not in given:
+        return ""
+    count = results["in_distribution"].get("attacked", {}).get("images")
+    return f"; end-to-end threats: {given['end_to_end_attack']}" + (
+        f", {count} in-distribution images attacked" if count else "")  # fmt: skip
+
+
+E2E_COLUMNS = {"linf_in": "In", "linf_out": "Out", "linf_both": "In+Out"}  # ATD's names
+
+
+def end_to_end_table(results: dict) -> str:
+    """ATD's layout (docs/protocol.md §10): AUROC clean / In / Out / In+Out per OOD set, the
+    FPR95 at the clean threshold, and the in-distribution images that threshold rejects."""
+    threats = [t for t in E2E_COLUMNS if t in results["settings"]["threats"]]
+    if not threats:
+        return ""
+    shown = (["natural"] if "natural" in results["settings"]["threats"] else []) + threats
+    names = ["clean" if t == "natural" else E2E_COLUMNS[t] for t in shown]
+    fpr_threats = [t for t in ("linf_out", "linf_both") if t in threats]
+    attacked = results["in_distribution"].get("attacked")
+    lines = ["End-to-end threats: AUROC ↑ with in-distribution images attacked too (In), OOD "
+             "images attacked (Out) or both (In+Out); FPR95 ↓ at the deployed threshold (from "
+             "clean in-distribution scores).", "",
+             "| OOD set | " + " | ".join(f"AUROC {n}" for n in names)
+             + "".join(f" | FPR95 at τ, {E2E_COLUMNS[t]}" for t in fpr_threats) + " |",
+             "|---|" + "---|" * (len(names) + len(fpr_threats))]  # fmt: skip
+    rows = [*results["ood"].items(), ("**average**", results["average"])]
+    for name, per in rows:
+        cells = [f"{per[t]['auroc']:.2f}" for t in shown]
+        cells += [f"{per[t]['fpr95_clean_threshold']:.2f}" for t in fpr_threats]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if attacked:
+        lines += ["", f"In-distribution side: {attacked['images']} test images attacked towards "
+                  f"OOD ({attacked['attack']}); rejected at the threshold: "
+                  f"{attacked['rejected']:.2f}% (clean: {attacked['rejected_clean']:.2f}%); mean "
+                  f"score {attacked['mean_score_clean']:.4g} clean, {attacked['mean_score']:.4g} "
+                  "attacked."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def group_table(results: dict) -> str:
+    """FPR95 / AUROC averaged over the near- and the far-OOD sets (OpenOOD's split)."""
+    groups = results.get("average_by_group")
+    if not groups:
+        return ""
+    threats = results["settings"]["threats"]
+    lines = ["FPR95 ↓ / AUROC ↑ per group of OOD sets (near: "
+             f"{', '.join(results['groups']['near']) or '–'}; far: "
+             f"{', '.join(results['groups']['far']) or '–'}):", "",
+             "| group | " + " | ".join(threats) + " |", "|---|" + "---|" * len(threats)]  # fmt: skip
+    for group, per in groups.items():
+        cells = [f"{per[t]['fpr95']:.2f} / {per[t]['auroc']:.2f}" for t in threats]
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def robustness_table(results: dict) -> str:
@@ -117,14 +179,16 @@ def write_reports(
     atomic_write_text(os.path.join(results_dir, "results.json"), json.dumps(results, indent=2))
     with open(os.path.join(results_dir, "results.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["dataset", "method", "scorer", "ood_set", "threat", "images", *METRICS])
+        writer.writerow(
+            ["dataset", "method", "scorer", "ood_set", "threat", "images", *CSV_METRICS]
+        )
         for name, per_threat in results["ood"].items():
             for threat, m in per_threat.items():
                 writer.writerow([results["dataset"], results["method"], results["settings"]["scorer"], name, threat,
-                                 m["images"], *(f"{m[k]:.4f}" for k in METRICS)])  # fmt: skip
+                                 m["images"], *(f"{m[k]:.4f}" if k in m else "" for k in CSV_METRICS)])  # fmt: skip
         for threat, m in results["average"].items():
             writer.writerow([results["dataset"], results["method"], results["settings"]["scorer"], "average", threat,
-                             "", *(f"{m[k]:.4f}" for k in METRICS)])  # fmt: skip
+                             "", *(f"{m[k]:.4f}" if k in m else "" for k in CSV_METRICS)])  # fmt: skip
     with open(os.path.join(results_dir, "results.md"), "w") as f:
         f.write(markdown_table(results))
     if plots:
@@ -175,12 +239,14 @@ def plot_scores(results: dict, results_dir: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    in_scores = _scores(results_dir, "in_distribution")
+    clean_in = _scores(results_dir, "in_distribution")
     for threat in results["settings"]["threats"]:
+        in_scores = _scores(results_dir, "in_distribution", "linf_in") if (
+            threat in IN_ATTACKED) else clean_in  # fmt: skip
         sets = list(results["ood"])
         fig, axes = plt.subplots(1, len(sets) + 1, figsize=(4 * (len(sets) + 1), 3.4))
         for ax, name in zip(axes[:-1], sets, strict=True):
-            ood = _scores(results_dir, name, threat)
+            ood = _scores(results_dir, name, ood_side(threat))
             bins = np.linspace(min(in_scores.min(), ood.min()), max(in_scores.max(), ood.max()), 50)
             ax.hist(in_scores, bins, alpha=0.6, density=True, label="in-distribution")
             ax.hist(ood, bins, alpha=0.6, density=True, label=name)
@@ -191,7 +257,7 @@ def plot_scores(results: dict, results_dir: str) -> None:
         axes[0].legend(fontsize=7)
         ax = axes[-1]
         for name in sets:
-            ood = _scores(results_dir, name, threat)
+            ood = _scores(results_dir, name, ood_side(threat))
             thresholds = np.unique(np.concatenate([in_scores, ood]))[::-1]
             tpr = [(in_scores >= t).mean() for t in thresholds]
             fpr = [(ood >= t).mean() for t in thresholds]

@@ -9,10 +9,12 @@ same folder is refused unless `overwrite`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -21,15 +23,24 @@ from atom_tf.data.ood_sets import load_ood_set, resolved_set_name, unique_labels
 from atom_tf.distribution import is_chief
 from atom_tf.errors import InvalidConfigError
 from atom_tf.evaluation.detector import Detector, as_unit_float, load_run, progress_note
-from atom_tf.evaluation.metrics import detection_metrics, end_to_end_accuracy
+from atom_tf.evaluation.metrics import (
+    detection_metrics,
+    end_to_end_accuracy,
+    end_to_end_metrics,
+)
 from atom_tf.evaluation.robustness_checks import robustness_checks
 from atom_tf.evaluation.scorers import SCORERS
 from atom_tf.evaluation.threats import (
+    ATTACK_NAMES,
+    END_TO_END,
     ENSEMBLE,
+    IN_ATTACKED,
     THREATS,
     AttackSettings,
     ThreatContext,
+    attack_in_distribution,
     get_threat,
+    ood_side,
 )
 from atom_tf.files import (
     DamagedFileError,
@@ -43,6 +54,31 @@ from atom_tf.files import (
 from atom_tf.settings import identity_of, setting
 from atom_tf.training.checkpoint import claim_directory
 from atom_tf.training.trainer import read_run_config
+
+
+def averages(per_set: dict, labels: list[str], threats) -> dict:
+    """Each metric of each threat averaged over the sets `labels` (the metrics all have)."""
+    out = {}
+    for threat in threats:
+        keys = [k for k in per_set[labels[0]][threat] if k != "images"]
+        out[threat] = {k: float(np.mean([per_set[s][threat][k] for s in labels])) for k in keys}
+    return out
+
+
+def attacked_summary(in_scores: np.ndarray, attacked: np.ndarray, records: dict,
+                     threshold: float, attack: str) -> dict:  # fmt: skip
+    """What the attack towards OOD did to the in-distribution subset: the share rejected at
+    the clean threshold (before and after), mean scores, and the ensemble's winners."""
+    clean = np.asarray(in_scores)[records["indices"]]
+    summary = {
+        "attack": attack, "images": len(attacked),
+        "rejected_clean": 100 * float(np.mean(clean < threshold)),
+        "rejected": 100 * float(np.mean(np.asarray(attacked) < threshold)),
+        "mean_score_clean": float(np.mean(clean)), "mean_score": float(np.mean(attacked)),
+    }  # fmt: skip
+    if "attack_winners" in records:
+        summary["attack_winners"] = attack_shares(records["attack_winners"])
+    return summary
 
 
 def winner_counts(winners: np.ndarray, which: str) -> dict[str, int]:
@@ -91,6 +127,20 @@ class EvalSettings:
         200, "OOD images the robustness checks attack (the first of the first set).",
         added_later=True,
     )  # fmt: skip
+    max_in_images: int | None = setting(
+        None, "In-distribution test images the linf_in and linf_both threats attack: a subset "
+        "drawn with --seed, the same for every run of a dataset (0 or unset: all).", kind="int",
+        normalize=lambda count: count or None, added_later=True,
+    )  # fmt: skip
+    end_to_end_attack: str = setting(
+        "", "The L-inf attack of the end-to-end threats linf_in, linf_out, linf_both: {choices} "
+        "(empty: --attack), so that linf keeps the paper's PGD beside them.", kind="enum",
+        choices=("", *ATTACK_NAMES), added_later=True,
+    )  # fmt: skip
+    near_ood_sets: tuple[str, ...] = setting(
+        (), "Which of --ood_sets are near-OOD (OpenOOD's split); the others are far-OOD, and "
+        "results average each group too.", added_later=True,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.max_ood_images is not None and self.max_ood_images < 1:
@@ -101,16 +151,46 @@ class EvalSettings:
             raise InvalidConfigError(f"--batch_size must be positive (got {self.batch_size})")
         if not self.ood_sets:
             raise InvalidConfigError("no OOD sets to evaluate on; pass --ood_sets")
+        if self.max_in_images is not None and self.max_in_images < 1:
+            raise InvalidConfigError(
+                f"--max_in_images must be positive, or 0 for all (got {self.max_in_images})"
+            )
+        if self.end_to_end_attack not in ("", *ATTACK_NAMES):
+            raise InvalidConfigError(
+                f"unknown --end_to_end_attack {self.end_to_end_attack!r}; choose one of "
+                f"{', '.join(ATTACK_NAMES)} (or leave it empty for --attack)"
+            )
+        unknown = [name for name in self.near_ood_sets if name not in self.ood_sets]
+        if unknown:
+            raise InvalidConfigError(
+                f"--near_ood_sets names {', '.join(unknown)}, not among --ood_sets "
+                f"({', '.join(self.ood_sets)})"
+            )
+
+    def attack_for(self, threat: str) -> AttackSettings:
+        """The attack settings of a threat: `end_to_end_attack` for the end-to-end family."""
+        if threat in END_TO_END and self.end_to_end_attack:
+            return dataclasses.replace(self.attack, attack=self.end_to_end_attack)
+        return self.attack
 
     def identity(self) -> dict:
-        """What determines the saved scores (the list of sets/threats may grow freely)."""
+        """What determines the saved scores (the list of sets/threats may grow freely; what
+        only the end-to-end threats read is in each of their scores' keys)."""
         d = {**identity_of(self), "attack": self.attack.identity()}
         for key in ("ood_sets", "threats", "batch_size", "jit_compile", "robustness_checks",
-                    "robustness_images"):  # fmt: skip
+                    "robustness_images", "max_in_images", "end_to_end_attack", "near_ood_sets"):  # fmt: skip
             d.pop(key, None)
         if not d["scorer_options"]:  # results written before scorer options keep their identity
             d.pop("scorer_options")
         return d
+
+
+def end_to_end_settings(settings: EvalSettings) -> dict:
+    """The end-to-end threats' settings, for results that have such threats."""
+    if not any(t in END_TO_END for t in settings.threats):
+        return {}
+    return {"max_in_images": settings.max_in_images,
+            "end_to_end_attack": settings.attack_for("linf_in").attack}  # fmt: skip
 
 
 def _without_run_path(identity: dict) -> dict:
@@ -168,20 +248,21 @@ def score_key(state, detector: Detector, set_name: str, images: np.ndarray, thre
     """What a set's scores under a threat depend on."""
     return digest_of({
         "weights": state.weights_sha256, "scorer": detector.scorer.name,
-        "params": detector.scorer_params, "attack": settings.attack.identity(),
+        "params": detector.scorer_params, "attack": settings.attack_for(threat).identity(),
         "threat": threat, "set": resolved_set_name(set_name),
         "images": sha256_of_arrays(images), "seed": settings.seed,
     })  # fmt: skip
 
 
 def threat_context(detector: Detector, settings: EvalSettings, verbose: bool,
-                   shared: dict | None = None, compiled: dict | None = None) -> ThreatContext:  # fmt: skip
-    """What a threat model needs of the detector and the settings."""
+                   shared: dict | None = None, compiled: dict | None = None,
+                   threat: str = "linf") -> ThreatContext:  # fmt: skip
+    """What a threat model needs of the detector and the settings (the attack `threat` uses)."""
     return ThreatContext(
         logits_fn=detector.scorer.attack_outputs or detector.logits,
         scorer=detector.scorer,
         num_classes=detector.num_classes,
-        attack=settings.attack,
+        attack=settings.attack_for(threat),
         score_fn=detector.score,
         batch_size=settings.batch_size,
         jit_compile=settings.jit_compile,
@@ -234,9 +315,51 @@ def ood_scores(
     """Detection scores of OOD images after the threat model, and what the threat recorded
     per image (e.g. the winning corruption). `shared` carries results between the threat
     models of one image set (the compositional threat reuses the corruption search)."""
-    ctx = threat_context(detector, settings, verbose, shared, compiled)
+    ctx = threat_context(detector, settings, verbose, shared, compiled, threat)
     shown = get_threat(threat)(as_unit_float(images), ctx)
     return detector.score(shown), ctx.records
+
+
+def in_distribution_subset(count: int, max_images: int | None, seed: int) -> np.ndarray:
+    """Indices of the in-distribution test images the end-to-end threats attack: all, or
+    `max_images` of them drawn with `seed` (sorted), the same for every run of a dataset."""
+    if max_images is None or max_images >= count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, max_images, replace=False))
+
+
+def cached_scores(path: str, key: str, count: int, compute: Callable[[], tuple[np.ndarray, dict]],
+                  what: str, verbose: bool) -> tuple[np.ndarray, dict]:  # fmt: skip
+    """Scores saved at `path` under `key`, else `compute()`d and saved with that key."""
+    found = saved_scores(path, key, count)
+    if found is not None:
+        if verbose:
+            print(f"{what}: scores found, not recomputed")
+        return found
+    start = time.perf_counter()
+    scores, records = compute()
+    save_npz_atomic(path, scores=scores, key=np.array(key), **records)
+    if verbose:
+        print(f"{what}: {len(scores):,} images in {time.perf_counter() - start:.1f} s")
+    return scores, records
+
+
+def attacked_in_scores(detector: Detector, state, x_test: np.ndarray, settings: EvalSettings,
+                       results_dir: str, verbose: bool, compiled: dict) -> tuple[np.ndarray, dict]:  # fmt: skip
+    """Detection scores of the in-distribution subset under the L∞ attack towards OOD (the
+    attack of `linf_in`), kept in scores/in_distribution__linf_in.npz with the subset's
+    indices; reused while the weights, scorer, attack, subset and seed are unchanged."""
+    indices = in_distribution_subset(len(x_test), settings.max_in_images, settings.seed)
+    subset = x_test[indices]
+    key = score_key(state, detector, "in_distribution", subset, "linf_in", settings)
+
+    def compute() -> tuple[np.ndarray, dict]:
+        ctx = threat_context(detector, settings, verbose, compiled=compiled, threat="linf_in")
+        shown = attack_in_distribution(as_unit_float(subset), ctx)
+        return detector.score(shown), {**ctx.records, "indices": indices}
+
+    path = os.path.join(results_dir, scores_file("in_distribution", "linf_in"))
+    return cached_scores(path, key, len(subset), compute, "in-distribution / linf_in", verbose)
 
 
 def evaluate(
@@ -282,6 +405,7 @@ def evaluate(
             **identity,
             "ood_sets": list(settings.ood_sets),
             "threats": list(settings.threats),
+            **end_to_end_settings(settings),
         },
         "threshold": threshold,
         "scorer_params": detector.scorer_summary(),
@@ -297,30 +421,36 @@ def evaluate(
     save_npz_atomic(os.path.join(results_dir, scores_file("in_distribution")), scores=in_scores)
     labels = unique_labels(list(settings.ood_sets))
     compiled: dict = {}  # attacks traced once, used for every set
+    attacked_in: tuple[np.ndarray, dict] | None = None
+    if any(t in IN_ATTACKED for t in settings.threats):
+        attacked_in = attacked_in_scores(detector, state, data.x_test, settings, results_dir,
+                                         verbose, compiled)  # fmt: skip
+        results["in_distribution"]["attacked"] = attacked_summary(
+            in_scores, *attacked_in, threshold, settings.attack_for("linf_in").attack
+        )
     for set_name, label in zip(settings.ood_sets, labels, strict=True):
         shared: dict = {}
+        known: dict = {}  # the set's scores by key, read or computed once in this evaluation
         images = load_ood_set(
             set_name, settings.max_ood_images, data_dir, ood_dir, seed=settings.seed
         )
         for threat in settings.threats:
-            path = os.path.join(results_dir, scores_file(label, threat))
-            key = score_key(state, detector, set_name, images, threat, settings)
-            found = saved_scores(path, key, len(images))
-            if found is not None:
-                scores, records = found
-                if verbose:
-                    print(f"{label} / {threat}: scores found, not recomputed")
+            side = ood_side(threat)  # linf_in shows natural OOD images, linf_both linf_out's
+            key = score_key(state, detector, set_name, images, side, settings)
+            if key not in known:  # linf_in's OOD side is natural's, linf_both's linf_out's
+                known[key] = cached_scores(
+                    os.path.join(results_dir, scores_file(label, side)), key, len(images),
+                    functools.partial(ood_scores, detector, images, side, settings, verbose,
+                                      shared, compiled),
+                    f"{label} / {side}", verbose,
+                )  # fmt: skip
+            scores, records = known[key]
+            what = f"{label} / {threat}"
+            if threat in END_TO_END:
+                attacked = attacked_in[0] if threat in IN_ATTACKED else None
+                metrics = end_to_end_metrics(in_scores, scores, threshold, attacked, what)
             else:
-                start = time.perf_counter()
-                scores, records = ood_scores(
-                    detector, images, threat, settings, verbose, shared, compiled
-                )
-                save_npz_atomic(path, scores=scores, key=np.array(key), **records)
-                if verbose:
-                    print(
-                        f"{label} / {threat}: {len(scores):,} images in {time.perf_counter() - start:.1f} s"
-                    )
-            metrics = detection_metrics(in_scores, scores, f"{label} / {threat}")
+                metrics = detection_metrics(in_scores, scores, what)
             results["ood"].setdefault(label, {})[threat] = {"images": len(scores), **metrics}
             if "winners" in records:
                 counts = winner_counts(records["winners"], settings.attack.corruptions)
@@ -328,13 +458,16 @@ def evaluate(
             if "attack_winners" in records:
                 shares = attack_shares(records["attack_winners"])
                 results.setdefault("attack_winners", {}).setdefault(label, {})[threat] = shares
-    results["average"] = {
-        threat: {
-            key: float(np.mean([results["ood"][s][threat][key] for s in labels]))
-            for key in ("fpr95", "auroc", "aupr_in", "aupr_out")
-        }
-        for threat in settings.threats
-    }
+    results["average"] = averages(results["ood"], labels, settings.threats)
+    if settings.near_ood_sets:
+        near = set(unique_labels(list(settings.ood_sets))[settings.ood_sets.index(name)]
+                   for name in settings.near_ood_sets)  # fmt: skip
+        results["groups"] = {"near": [x for x in labels if x in near],
+                             "far": [x for x in labels if x not in near]}  # fmt: skip
+        results["average_by_group"] = {
+            group: averages(results["ood"], members, settings.threats)
+            for group, members in results["groups"].items() if members
+        }  # fmt: skip
     if settings.robustness_checks:
         first = settings.ood_sets[0]
         images = load_ood_set(first, settings.max_ood_images, data_dir, ood_dir, seed=settings.seed)

@@ -4,6 +4,9 @@ A scorer maps (logits function, images) to scores; `objective` is what L∞ PGD 
 against it (docs/protocol.md §5, paper Appendix B.4): -log F(x)_{K+1} for K+1 models (eq. 118),
 -(1/K) Σ_i log F(x)_i for MSP-style scores (eq. 115), -log Σ_{i>K} F(x)_i for SOFL (eq. 117).
 `adaptive_objective` is the scorer's own score (an adaptive attack none of the anchors run).
+Each objective has two sides (docs/protocol.md §10): on OOD inputs an attack raises it (they
+look in-distribution); on in-distribution inputs it lowers it (they look OOD), unless the
+scorer declares an `in_objective` of its own.
 A scorer with constants to choose (ODIN's η, Mahalanobis' statistics) has `fit`, which
 chooses them on a `Calibration` (never on the OOD test sets), and `bind`, which returns the
 scorer with those constants. Adding a scorer is one function registered here and one test.
@@ -27,6 +30,10 @@ from atom_tf.registry import Registry
 from atom_tf.settings import Setting
 
 LogitsFn = Callable[[tf.Tensor], tf.Tensor]
+SIDES = (
+    "ood",
+    "in",
+)  # what an attack perturbs: OOD inputs (towards in-distribution) or the reverse
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,18 +56,48 @@ class Scorer:
     margin_objective: Callable[[tf.Tensor, int], tf.Tensor] | None = None
     # the options `fit` reads (flags of bin/evaluate.py, part of the results' identity)
     options: tuple[Setting, ...] = ()
+    # what an attack raises on in-distribution inputs to make them look OOD; None: -objective
+    # (scores that are not a softmax share, e.g. energy, are lowered directly)
+    in_objective: Callable[[tf.Tensor, int], tf.Tensor] | None = None
 
     def option_values(self, given: dict) -> dict:
         """{option: the given value, else its default}, each normalised as declared."""
         return {o.name: o.value(given.get(o.name, o.default)) for o in self.options}
 
     def attack_objective(
-        self, num_classes: int, adaptive: bool = False
+        self, num_classes: int, adaptive: bool = False, side: str = "ood"
     ) -> Callable[[tf.Tensor], tf.Tensor]:
-        """The per-sample objective PGD maximises, closed over K."""
+        """The per-sample objective an attack maximises, closed over K: on OOD inputs
+        (`side="ood"`) it makes them look in-distribution, on in-distribution ones (`"in"`)
+        out-of-distribution (docs/protocol.md §10)."""
+        _check_side(side)
         if adaptive and self.adaptive_objective is not None:
-            return lambda logits: self.adaptive_objective(logits, num_classes)
-        return lambda logits: self.objective(logits, num_classes)
+            chosen, negate = self.adaptive_objective, side == "in"
+        elif side == "in" and self.in_objective is not None:
+            chosen, negate = self.in_objective, False
+        else:
+            chosen, negate = self.objective, side == "in"
+        if negate:
+            return lambda logits: -chosen(logits, num_classes)
+        return lambda logits: chosen(logits, num_classes)
+
+    def attack_margin(
+        self, num_classes: int, side: str = "ood"
+    ) -> Callable[[tf.Tensor], tf.Tensor] | None:
+        """The scale-invariant margin an attack maximises on that side (negated on
+        in-distribution inputs), or None where the scorer has none."""
+        _check_side(side)
+        margin = self.margin_objective
+        if margin is None:
+            return None
+        if side == "in":
+            return lambda logits: -margin(logits, num_classes)
+        return lambda logits: margin(logits, num_classes)
+
+
+def _check_side(side: str) -> None:
+    if side not in SIDES:
+        raise ValueError(f"unknown attack side {side!r}; choose one of {', '.join(SIDES)}")
 
 
 SCORERS: Registry[Scorer] = Registry("scorer", builtins=("atom_tf.evaluation.mahalanobis",))
@@ -114,6 +151,7 @@ register_scorer(
         score=lambda fn, x, k: _energy(fn(x), k),
         objective=mean_class_ce,
         adaptive_objective=_energy,
+        in_objective=lambda logits, k: -_energy(logits, k),
     )
 )
 register_scorer(
@@ -122,6 +160,7 @@ register_scorer(
         score=lambda fn, x, k: tf.reduce_max(fn(x)[:, :k], axis=-1),
         objective=mean_class_ce,
         adaptive_objective=lambda logits, k: tf.reduce_max(logits[:, :k], axis=-1),
+        in_objective=lambda logits, k: -tf.reduce_max(logits[:, :k], axis=-1),
     )
 )
 

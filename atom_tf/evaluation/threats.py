@@ -1,10 +1,15 @@
-"""Threat models for OOD inputs (docs/protocol.md §5): a registry of small units.
+"""Threat models (docs/protocol.md §5, §10): a registry of small units.
 
 A threat model maps clean OOD images (float32 in [0,1]) to the images the detector is shown.
-`natural` returns them unchanged; `linf` runs the shared PGD routine (the one training uses)
-against the scorer's attacker objective. In-distribution images are never attacked.
-Corruption and compositional threats register here the same way, from
-`corruption_threats`, which the registry imports when it is first read.
+`natural` returns them unchanged; `linf` runs the L∞ attack of `--attack` (PGD: the shared
+routine training uses) against the scorer's attacker objective. Corruption and compositional
+threats register here the same way, from `corruption_threats`, which the registry imports
+when it is first read.
+
+The end-to-end threats (ATD's protocol, §10) attack in-distribution test images too:
+`linf_in` pushes them towards OOD (OOD images clean), `linf_out` is `linf` under the name of
+the family, `linf_both` does both. What a threat shows the OOD images is its registered
+function; `IN_ATTACKED` names those whose in-distribution side is attacked as well.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from atom_tf.attacks.square import square_attack
 from atom_tf.batching import map_batches
 from atom_tf.distribution import across_replicas
 from atom_tf.errors import InvalidConfigError
-from atom_tf.evaluation.scorers import LogitsFn, Scorer
+from atom_tf.evaluation.scorers import SIDES, LogitsFn, Scorer
 from atom_tf.registry import Registry
 from atom_tf.settings import identity_of, setting
 
@@ -101,9 +106,27 @@ class ThreatContext:
     strategy: tf.distribute.Strategy | None = None  # attacks split over its replicas
     seed: int = 0
     verbose: bool = True
+    side: str = (
+        "ood"  # what is attacked: OOD images (towards in-distribution) or "in" (the reverse)
+    )
     records: dict = dataclasses.field(default_factory=dict)  # per-image extras a threat reports
     shared: dict = dataclasses.field(default_factory=dict)  # results reused across threats of a set
     compiled: dict = dataclasses.field(default_factory=dict)  # attacks traced once per evaluation
+
+    def __post_init__(self) -> None:
+        if self.side not in SIDES:
+            raise ValueError(f"unknown attack side {self.side!r}; choose one of {', '.join(SIDES)}")
+
+    def objective(self, margin: bool = False) -> Callable[[tf.Tensor], tf.Tensor] | None:
+        """What the attack raises on this side: the scorer's objective, or its margin."""
+        if margin:
+            return self.scorer.attack_margin(self.num_classes, self.side)
+        return self.scorer.attack_objective(self.num_classes, self.attack.adaptive, self.side)
+
+    def attacker_gain(self, scores: np.ndarray) -> np.ndarray:
+        """Detection scores turned into what the attacker wants higher on this side."""
+        scores = np.asarray(scores)
+        return scores if self.side == "ood" else -scores
 
 
 ThreatModel = Callable[[np.ndarray, ThreatContext], np.ndarray]
@@ -147,11 +170,10 @@ def make_linf_attack(ctx: ThreatContext, name: str | None = None, margin: bool =
     margin objective with `margin`) against ctx.scorer, traced once for all sets of an
     evaluation (kept in `ctx.compiled`)."""
     name = name or ctx.attack.attack
-    key = ("linf", name, margin, ctx.scorer.name, ctx.attack, ctx.jit_compile)
+    key = ("linf", name, margin, ctx.side, ctx.scorer.name, ctx.attack, ctx.jit_compile)
     if key not in ctx.compiled:
         if margin:
-            objective = ctx.scorer.margin_objective
-            ctx.compiled[key] = _apgd(ctx, lambda logits: objective(logits, ctx.num_classes))
+            ctx.compiled[key] = _apgd(ctx, ctx.objective(margin=True))
         else:
             ctx.compiled[key] = LINF_ATTACKS[name](ctx)
     return ctx.compiled[key]
@@ -178,7 +200,7 @@ def _gradient_attack(ctx: ThreatContext, engine: Callable, quantize_start: bool,
     """A compiled batched white-box attack `engine(logits_fn, images, objective, *, epsilon,
     seed, restarts, start_noise, **budget)` against the scorer's objective (or `objective`),
     from random starts drawn per batch (whole 1/255 steps with `quantize_start`)."""
-    objective = objective or ctx.scorer.attack_objective(ctx.num_classes, ctx.attack.adaptive)
+    objective = objective or ctx.objective()
     a = ctx.attack
 
     def attack(images, noise):
@@ -205,7 +227,7 @@ def _apgd(ctx: ThreatContext, objective=None) -> Callable[[np.ndarray, int], np.
 
 def _square(ctx: ThreatContext) -> Callable[[np.ndarray, int], np.ndarray]:
     """The Square attack (docs/protocol.md §11): `queries` score queries, no gradient."""
-    objective = ctx.scorer.attack_objective(ctx.num_classes, ctx.attack.adaptive)
+    objective = ctx.objective()
     a = ctx.attack
 
     def attack(images, positions, seed):  # positions, seed: split with the images
@@ -229,22 +251,23 @@ ENSEMBLE = ("pgd", "apgd", "apgd_margin", "square")
 
 def ensemble_attack(ctx: ThreatContext, winners: list[np.ndarray]
                     ) -> Callable[[np.ndarray, int], np.ndarray]:  # fmt: skip
-    """Per image the most in-distribution result (by the detector's own score) of PGD, APGD
-    on the scorer's objective, APGD on its scale-invariant margin (for scorers that have one)
-    and Square, the clean image included; each batch's winners (index into ENSEMBLE, -1: the
-    clean image) are appended to `winners`."""
+    """Per image the attacker's best result (by the detector's own score: the most
+    in-distribution on the OOD side, the most OOD on the in-distribution side) of PGD, APGD on
+    the scorer's objective, APGD on its scale-invariant margin (for scorers that have one) and
+    Square, the clean image included; each batch's winners (index into ENSEMBLE, -1: the clean
+    image) are appended to `winners`."""
     members = {"pgd": make_linf_attack(ctx, "pgd"), "apgd": make_linf_attack(ctx, "apgd"),
                "square": make_linf_attack(ctx, "square")}  # fmt: skip
     if ctx.scorer.margin_objective is not None:
         members["apgd_margin"] = make_linf_attack(ctx, "apgd", margin=True)
 
     def run(batch: np.ndarray, index: int) -> np.ndarray:
-        best, best_score = batch.copy(), ctx.score_fn(batch)
+        best, best_score = batch.copy(), ctx.attacker_gain(ctx.score_fn(batch))
         winner = np.full(len(batch), -1, np.int32)
         for member, name in enumerate(ENSEMBLE):
             if name in members:
                 candidate = np.asarray(members[name](batch, index))
-                score = ctx.score_fn(candidate)
+                score = ctx.attacker_gain(ctx.score_fn(candidate))
                 better = score > best_score
                 best[better], best_score[better] = candidate[better], score[better]
                 winner[better] = member
@@ -258,13 +281,15 @@ LINF_ATTACKS = {"pgd": _pgd, "apgd": _apgd, "square": _square}
 
 
 @register_threat("linf")
+@register_threat("linf_out")
 def linf(images: np.ndarray, ctx: ThreatContext) -> np.ndarray:
     """White-box L∞ attack on OOD images (docs/protocol.md §5; `--attack`), per sample the best
-    iterate, the clean input included."""
+    iterate, the clean input included; on in-distribution images with `ctx.side == "in"`."""
     a = ctx.attack
     budget = f"{a.queries} queries" if a.attack == "square" else (
         f"{a.steps} steps x {a.restarts} restart(s)")  # fmt: skip
-    label = f"L-inf {a.attack} ({budget}, eps {a.epsilon * 255:.0f}/255)"
+    towards = " towards OOD" if ctx.side == "in" else ""
+    label = f"L-inf {a.attack}{towards} ({budget}, eps {a.epsilon * 255:.0f}/255)"
     if a.attack != "ensemble":
         return batched(images, ctx.batch_size, make_linf_attack(ctx), label, ctx.verbose)
     winners: list[np.ndarray] = []
@@ -272,3 +297,20 @@ def linf(images: np.ndarray, ctx: ThreatContext) -> np.ndarray:
     ctx.records["attack_winners"] = np.concatenate(winners)[: len(images)] if winners else (
         np.zeros(0, np.int32))  # fmt: skip
     return out
+
+
+register_threat("linf_in")(natural)  # OOD images clean; in-distribution ones attacked
+register_threat("linf_both")(linf)
+END_TO_END = ("linf_in", "linf_out", "linf_both")  # ATD's In / Out / In+Out (docs/protocol.md §10)
+IN_ATTACKED = ("linf_in", "linf_both")
+OOD_SIDE = {"linf_in": "natural", "linf_both": "linf_out"}  # whose OOD scores a threat shares
+
+
+def ood_side(threat: str) -> str:
+    """The threat whose OOD-side scores `threat` uses (itself, unless it shares them)."""
+    return OOD_SIDE.get(threat, threat)
+
+
+def attack_in_distribution(images: np.ndarray, ctx: ThreatContext) -> np.ndarray:
+    """In-distribution images under the L∞ attack towards OOD (the In side of §10)."""
+    return linf(images, dataclasses.replace(ctx, side="in"))

@@ -11,6 +11,7 @@ import csv
 import json
 import os
 
+from atom_tf.evaluation.threats import END_TO_END
 from atom_tf.reproduce.published import THREATS, published_rows
 
 SUITE_METRICS = ("fpr95", "auroc")
@@ -39,7 +40,10 @@ def combine(
             },
             "ood_sets": {s: next(iter(per.values()))["images"] for s, per in results["ood"].items()},
             "seconds": timings.get(name, {}),
+            **end_to_end_row(results),
         }  # fmt: skip
+    # the paper's threats (and any other), not the end-to-end ones: they have a table of their own
+    threats = [t for t in threats if t not in END_TO_END]
     ordered = [t for t in THREATS if t in threats] + [t for t in threats if t not in THREATS]
     published = {  # the paper's rows of the methods this suite measured
         method: {t: dict(zip(SUITE_METRICS, v, strict=True)) for t, v in row.items()}
@@ -47,6 +51,63 @@ def combine(
         if method in evaluations
     }
     return {"dataset": dataset_label, "threats": ordered, "rows": rows, "published": published}
+
+
+E2E_THREATS = ("natural", "linf", *END_TO_END)
+E2E_KEYS = ("fpr95", "auroc", "fpr95_clean_threshold", "in_rejected")
+
+
+def end_to_end_row(results: dict) -> dict:
+    """{'end_to_end': ...} where the evaluation ran the end-to-end threats (docs/protocol.md
+    §10): their metrics averaged over all sets and per group (near / far), the attacks used
+    and the in-distribution images the threshold rejects once attacked."""
+    if not any(t in results["average"] for t in END_TO_END):
+        return {}
+
+    def pick(average: dict) -> dict:
+        return {t: {k: average[t][k] for k in E2E_KEYS if k in average[t]}
+                for t in E2E_THREATS if t in average}  # fmt: skip
+
+    groups = {"all": results["average"], **results.get("average_by_group", {})}
+    return {"end_to_end": {
+        "groups": {g: pick(average) for g, average in groups.items()},
+        "attack": results["settings"].get("end_to_end_attack"),
+        "pgd_attack": results["settings"]["attack"].get("attack", "pgd"),
+        "in_distribution": results["in_distribution"].get("attacked"),
+    }}  # fmt: skip
+
+
+def end_to_end_markdown(table: dict) -> list[str]:
+    """ATD's table (AUROC clean / In / Out / In+Out) per method and group of OOD sets, with what
+    the end-to-end attack adds over linf's attack on the OOD side and the in-distribution
+    images rejected at the clean threshold."""
+    rows = {n: r["end_to_end"] for n, r in table["rows"].items() if "end_to_end" in r}
+    if not rows:
+        return []
+    lines = ["", "End-to-end robustness (docs/protocol.md §10), AUROC ↑ in percent: in-distribution "
+             "images attacked towards OOD (In), OOD images attacked (Out), both (In+Out); FPR95 "
+             "↓ of Out at the clean threshold; the in-distribution images that threshold rejects "
+             "once attacked; and what the end-to-end attack adds over linf's (Out minus linf, "
+             "FPR95 / AUROC points).", "",
+             "| method | OOD sets | attack | clean | In | Out | In+Out | FPR95 Out | "
+             "in-distribution rejected (In) | Out vs linf |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    cell = lambda m, k: "–" if m is None or k not in m else f"{m[k]:.2f}"  # noqa: E731
+    for name, e2e in rows.items():
+        rejected = e2e["in_distribution"]["rejected"] if e2e.get("in_distribution") else None
+        for group, per in e2e["groups"].items():
+            out, pgd = per.get("linf_out"), per.get("linf")
+            gain = "–" if out is None or pgd is None else (
+                f"{out['fpr95'] - pgd['fpr95']:+.2f} / {out['auroc'] - pgd['auroc']:+.2f} "
+                f"(vs {e2e['pgd_attack']})")  # fmt: skip
+            lines.append(
+                f"| {name} | {group} | {e2e['attack']} | {cell(per.get('natural'), 'auroc')} | "
+                f"{cell(per.get('linf_in'), 'auroc')} | {cell(out, 'auroc')} | "
+                f"{cell(per.get('linf_both'), 'auroc')} | "
+                f"{cell(out, 'fpr95_clean_threshold')} | "
+                f"{'–' if rejected is None else f'{rejected:.2f}'} | {gain} |"
+            )
+    return lines
 
 
 def mean_fpr95(row: dict, threats: list[str]) -> float | None:
@@ -100,6 +161,7 @@ def suite_markdown(table: dict) -> str:
             f"{row['end_to_end_accuracy']:.2f} | {_minutes(s.get('train'))} | "
             f"{_minutes(s.get('evaluate'))} |"
         )
+    lines += end_to_end_markdown(table)
     lines += ["", "Per OOD set (FPR95 / AUROC):", ""]
     lines += ["| method | OOD set | images | " + " | ".join(threats) + " |",
               "|---|---|---|" + "---|" * len(threats)]  # fmt: skip

@@ -15,6 +15,25 @@ def test_hand_computed_case():
     assert metrics.auroc(in_scores, ood) == pytest.approx(wins / 80)
 
 
+def test_in_out_and_in_plus_out_metrics_match_a_hand_computed_case():
+    clean_in = np.arange(1, 21, dtype=float)  # τ = 2, as above
+    attacked_in = np.array([0.0, 1.0, 3.0, 5.0])  # the attacked subset: 0 and 1 fall below τ
+    ood = np.array([0.0, 2.5, 4.0])  # 2.5 and 4.0 pass τ
+    both = metrics.end_to_end_metrics(clean_in, ood, 2.0, attacked_in)
+    # AUROC by pairs: 0 vs 0 ties (0.5); 1 beats 0; 3 beats 0, 2.5; 5 beats all three -> 6.5 / 12
+    assert both["auroc"] == pytest.approx(100 * 6.5 / 12)
+    assert both["fpr95_clean_threshold"] == pytest.approx(100 * 2 / 3)  # the deployed τ
+    assert both["fpr95"] == pytest.approx(100.0)  # τ' = sorted(attacked)[round(0.2)] = 0
+    assert both["in_rejected"] == pytest.approx(50.0) and both["in_images"] == 4
+    out = metrics.end_to_end_metrics(clean_in, ood, 2.0)  # Out: in-distribution clean
+    # ood 0 loses to all 20, 2.5 to 3..20 (18), 4 to 5..20 (16) and ties with 4 -> 54.5 / 60
+    assert out["auroc"] == pytest.approx(100 * 54.5 / 60)
+    assert out["fpr95"] == out["fpr95_clean_threshold"] == pytest.approx(100 * 2 / 3)
+    assert "in_rejected" not in out
+    with pytest.raises(metrics.InvalidInputError, match="attacked in-distribution"):
+        metrics.end_to_end_metrics(clean_in, ood, 2.0, np.array([np.nan]))
+
+
 def test_end_to_end_accuracy():
     scores = np.array([0.9, 0.1, 0.8, 0.7])
     predictions = np.array([1, 2, 3, 0])

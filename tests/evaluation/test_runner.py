@@ -216,6 +216,12 @@ def test_attack_and_evaluation_settings_are_checked():
             AttackSettings(**bad)
     with pytest.raises(InvalidConfigError, match="--max_ood_images must be positive"):
         EvalSettings(ood_sets=("faces",), max_ood_images=-5)
+    with pytest.raises(InvalidConfigError, match="--max_in_images must be positive"):
+        EvalSettings(ood_sets=("faces",), max_in_images=-5)
+    with pytest.raises(InvalidConfigError, match="--near_ood_sets names mnist, not among"):
+        EvalSettings(ood_sets=("faces",), near_ood_sets=("mnist",))
+    with pytest.raises(InvalidConfigError, match="unknown --end_to_end_attack 'fgsm'"):
+        EvalSettings(ood_sets=("faces",), end_to_end_attack="fgsm")
 
 
 def test_the_ensemble_and_the_robustness_checks_end_to_end(run_dir, tmp_path, capsys):
@@ -246,3 +252,59 @@ def test_the_ensemble_and_the_robustness_checks_end_to_end(run_dir, tmp_path, ca
     again = evaluate(run_dir, str(tmp_path / "ens"), settings)
     assert again["robustness_checks"] == saved["checks"]  # reused, not recomputed
     assert "robustness checks:" not in capsys.readouterr().out
+
+
+def test_the_end_to_end_threats_leave_every_existing_number_and_share_their_scores(
+    run_dir, tmp_path, capsys
+):
+    """linf_in / linf_out / linf_both (docs/protocol.md §10) beside natural and linf: those two
+    bit-identical to an evaluation without them; linf_out = linf under the same attack; the
+    in-distribution subset drawn with the seed, attacked once, rejected more at the clean
+    threshold; the near / far averages; every score reused on a rerun."""
+    from atom_tf.evaluation.runner import in_distribution_subset
+
+    sets = ("letters", "uniform_noise")
+    plain = evaluate(run_dir, str(tmp_path / "plain"),
+                     EvalSettings(ood_sets=sets, attack=QUICK, max_ood_images=16), verbose=False)  # fmt: skip
+    threats = ("natural", "linf", "linf_in", "linf_out", "linf_both")
+    settings = EvalSettings(ood_sets=sets, threats=threats, attack=QUICK, max_ood_images=16,
+                            max_in_images=24, near_ood_sets=("letters",))  # fmt: skip
+    out = str(tmp_path / "e2e")
+    results = evaluate(run_dir, out, settings, verbose=False)
+    assert results["threshold"] == plain["threshold"]
+    for label in sets:
+        got, before = results["ood"][label], plain["ood"][label]
+        assert got["natural"] == before["natural"] and got["linf"] == before["linf"]
+        assert {k: got["linf_out"][k] for k in before["linf"]} == before["linf"]
+        # linf_in shows the OOD images clean: at the clean threshold its FPR95 is natural's
+        assert got["linf_in"]["fpr95_clean_threshold"] == before["natural"]["fpr95"]
+        assert got["linf_both"]["fpr95_clean_threshold"] == got["linf_out"]["fpr95"]
+        assert got["linf_both"]["auroc"] <= got["linf_out"]["auroc"]
+        assert got["linf_in"]["in_images"] == 24
+    assert not (tmp_path / "e2e" / "scores" / "letters__linf_in.npz").exists()  # shared, not copied
+    saved = np.load(tmp_path / "e2e" / "scores" / "in_distribution__linf_in.npz")
+    indices = saved["indices"]
+    assert list(indices) == list(in_distribution_subset(360, 24, 0)) and len(set(indices)) == 24
+    assert list(in_distribution_subset(360, 24, 1)) != list(indices)
+    attacked = results["in_distribution"]["attacked"]
+    assert attacked["images"] == 24 and attacked["rejected"] > attacked["rejected_clean"]
+    assert attacked["mean_score"] < attacked["mean_score_clean"]
+    assert attacked["rejected"] == results["ood"]["letters"]["linf_in"]["in_rejected"]
+    assert results["groups"] == {"near": ["letters"], "far": ["uniform_noise"]}
+    assert results["average_by_group"]["near"]["linf_both"] == {
+        k: v for k, v in results["ood"]["letters"]["linf_both"].items() if k != "images"}  # fmt: skip
+    write_reports(results, out, None, plots=True)
+    markdown = (tmp_path / "e2e" / "results.md").read_text()
+    assert "AUROC In+Out" in markdown and "near: letters" in markdown
+    assert (tmp_path / "e2e" / "scores_linf_in.png").stat().st_size > 1000
+    capsys.readouterr()
+    again = evaluate(run_dir, out, settings)
+    assert again["ood"] == results["ood"]
+    # 2 sets x 3 OOD sides (natural, linf, linf_out) + the attacked in-distribution subset
+    assert capsys.readouterr().out.count("not recomputed") == 7
+    # another end-to-end attack changes linf_out, never linf; in the same folder
+    apgd = evaluate(run_dir, out, EvalSettings(**{**settings.__dict__, "end_to_end_attack": "apgd"}),
+                    verbose=False)  # fmt: skip
+    assert apgd["ood"]["letters"]["linf"] == results["ood"]["letters"]["linf"]
+    assert apgd["settings"]["end_to_end_attack"] == "apgd"
+    assert apgd["in_distribution"]["attacked"]["attack"] == "apgd"

@@ -1,6 +1,7 @@
 """The L∞ threat with each `--attack`: the paper's PGD unchanged, APGD and Square in the ball,
 the ensemble never weaker than any of its members on any image and its winners recorded;
-the added settings leave the identity of earlier results unchanged."""
+the added settings leave the identity of earlier results unchanged; the same attacks push
+in-distribution images towards OOD for the end-to-end threats."""
 
 import numpy as np
 import pytest
@@ -11,7 +12,16 @@ from atom_tf.attacks.pgd import pgd_attack, random_start_noise
 from atom_tf.errors import InvalidConfigError
 from atom_tf.evaluation.runner import attack_shares
 from atom_tf.evaluation.scorers import get_scorer
-from atom_tf.evaluation.threats import ENSEMBLE, AttackSettings, ThreatContext, get_threat
+from atom_tf.evaluation.threats import (
+    END_TO_END,
+    ENSEMBLE,
+    IN_ATTACKED,
+    AttackSettings,
+    ThreatContext,
+    attack_in_distribution,
+    get_threat,
+    ood_side,
+)
 from tests.helpers import tiny_network
 
 EPS = 8 / 255
@@ -96,3 +106,27 @@ def test_settings_added_later_keep_the_identity_of_earlier_results():
         AttackSettings(queries=0)
     with pytest.raises(InvalidConfigError, match="unknown --attack 'fgsm'; choose one of pgd"):
         AttackSettings(attack="fgsm")
+
+
+@pytest.mark.parametrize("attack", ["pgd", "apgd", "square", "ensemble"])
+def test_in_distribution_images_are_pushed_towards_ood_inside_the_ball(detector, images, attack):
+    ctx = context(detector, attack=attack)
+    shown = attack_in_distribution(images, ctx)
+    assert np.abs(shown - images).max() <= EPS + 1e-6 and shown.min() >= 0 and shown.max() <= 1
+    clean, attacked = detector[2](images), detector[2](shown)
+    assert np.all(attacked <= clean + 1e-6) and attacked.mean() < clean.mean()
+    if attack == "ensemble":  # per image at most what each member leaves
+        for member in ("pgd", "apgd", "square"):
+            alone = detector[2](attack_in_distribution(images, context(detector, attack=member)))
+            assert np.all(attacked <= alone + 1e-6), member
+        assert ctx.records["attack_winners"].shape == (len(images),)
+
+
+def test_the_end_to_end_threats_share_their_ood_side():
+    assert get_threat("linf_out") is get_threat("linf") is get_threat("linf_both")
+    assert get_threat("linf_in") is get_threat("natural")
+    assert [ood_side(t) for t in ("linf_in", "linf_out", "linf_both", "linf")] == [
+        "natural", "linf_out", "linf_out", "linf"]  # fmt: skip
+    assert set(IN_ATTACKED) == {"linf_in", "linf_both"} and set(IN_ATTACKED) < set(END_TO_END)
+    with pytest.raises(ValueError, match="unknown attack side"):
+        ThreatContext(None, get_scorer("kplus1"), 2, AttackSettings(), None, side="both")

@@ -52,3 +52,22 @@ def test_the_reports_hold_every_measured_and_published_cell(table, tmp_path):
     assert len(rows) == 5 * 2 + 4
     assert json.loads((tmp_path / "results.json").read_text()) == table
     assert not (tmp_path / "fpr95.png").exists()
+
+
+def test_the_end_to_end_table_is_atds_layout_with_what_the_ensemble_adds():
+    def metrics(auroc, fpr, **extra):
+        return {"fpr95": fpr, "auroc": auroc, "images": 5, **extra}
+
+    per = {"natural": metrics(99.0, 2.0), "linf": metrics(80.0, 40.0),
+           "linf_in": metrics(60.0, 50.0, fpr95_clean_threshold=2.0, in_rejected=70.0),
+           "linf_out": metrics(70.0, 55.0, fpr95_clean_threshold=55.0),
+           "linf_both": metrics(20.0, 90.0, fpr95_clean_threshold=55.0, in_rejected=70.0)}  # fmt: skip
+    results = evaluation("atom", {})
+    results.update(average=per, ood={"letters": per}, average_by_group={"near": per})
+    results["settings"].update(end_to_end_attack="ensemble", attack={"attack": "pgd"})
+    results["in_distribution"]["attacked"] = {"rejected": 70.0, "images": 24}
+    table = combine({"atom": results}, {}, "cifar10")
+    assert table["threats"] == ["natural", "linf"]  # the end-to-end ones have their own table
+    markdown = suite_markdown(table)
+    row = "| atom | all | ensemble | 99.00 | 60.00 | 70.00 | 20.00 | 55.00 | 70.00 | +15.00 / -10.00 (vs pgd) |"
+    assert row in markdown and "| atom | near | ensemble |" in markdown
