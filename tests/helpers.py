@@ -83,3 +83,18 @@ def check_attack_result(model, x, adv, value, objective, epsilon: float, gain: f
     np.testing.assert_allclose(value.numpy(), objective(model(adv, training=False)).numpy(),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
     assert value.numpy().mean() > clean.mean() + gain
+
+
+def trained_digits_cnn(x: np.ndarray, y: np.ndarray, outputs: int, seed: int = 1) -> keras.Model:
+    """A small ReLU CNN (two strided convolutions, 32 hidden units) fitted for 5 epochs of Adam
+    on float images `x` and integer labels `y`: a trained model for attack tests."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inputs)
+    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(h)
+    h = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(h))
+    model = keras.Model(inputs, keras.layers.Dense(outputs)(h))
+    model.compile(keras.optimizers.Adam(0.003),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    model.fit(x, y, epochs=5, batch_size=64, verbose=0)
+    return model

@@ -2,7 +2,6 @@
 an objective that only rises, and at least PGD's objective at equal iterations on a trained
 model."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,7 +10,13 @@ from atom_tf.attacks.apgd import apgd_attack, checkpoints
 from atom_tf.attacks.objectives import kplus1_ce, uniform_ce
 from atom_tf.attacks.pgd import pgd_attack
 from atom_tf.data import load_in_distribution
-from tests.helpers import as_float, check_attack_result, edge_images, tiny_network
+from tests.helpers import (
+    as_float,
+    check_attack_result,
+    edge_images,
+    tiny_network,
+    trained_digits_cnn,
+)
 
 EPS = 8 / 255
 SEED = tf.constant([3, 4], tf.int64)
@@ -43,15 +48,7 @@ def trained():
     logit margin max_{i≠y} z_i − z_y of its first 64 test images (it does not saturate as a
     float32 cross-entropy does)."""
     data = load_in_distribution("digits")
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input((32, 32, 3))
-    h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inputs)
-    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(h)
-    h = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(h))
-    model = keras.Model(inputs, keras.layers.Dense(10)(h))
-    model.compile(keras.optimizers.Adam(0.003),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
-    model.fit(as_float(data.x_train), data.y_train, epochs=5, batch_size=64, verbose=0)
+    model = trained_digits_cnn(as_float(data.x_train), data.y_train, 10)
     labels = tf.one_hot(data.y_test[:64], 10)
 
     def margin(logits):

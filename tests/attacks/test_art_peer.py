@@ -25,6 +25,7 @@ from atom_tf.attacks.objectives import kplus1_ce
 from atom_tf.attacks.square import square_attack
 from atom_tf.data import load_in_distribution
 from atom_tf.data.ood_sets import load_ood_set
+from tests.helpers import trained_digits_cnn
 
 EPS = 8 / 255
 IMAGES = 32
@@ -34,17 +35,9 @@ IMAGES = 32
 def detector():
     data = load_in_distribution("digits")
     letters = load_ood_set("letters").astype(np.float32) / 255
-    keras.utils.set_random_seed(1)
     x = np.concatenate([data.x_train.astype(np.float32) / 255, letters[:700]])
     y = np.concatenate([data.y_train, np.full(700, 10)])
-    inputs = keras.Input((32, 32, 3))
-    h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inputs)
-    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(h)
-    h = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(h))
-    model = keras.Model(inputs, keras.layers.Dense(11)(h))
-    model.compile(keras.optimizers.Adam(0.003),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
-    model.fit(x, y, epochs=5, batch_size=64, verbose=0)
+    model = trained_digits_cnn(x, y, 11)
     logits_fn = lambda z: model(z, training=False)  # noqa: E731
 
     def log_odds(images) -> np.ndarray:
