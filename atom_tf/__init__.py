@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from atom_tf import cpu as _cpu
+
+# the oneDNN state, read before TensorFlow is imported (atom_tf/cpu.py: why not yet turned on)
+_cpu.CHOICE = _cpu.choose_onednn()
+
 
 def load_detector(run_dir: str, scorer: str | None = None, recompute_threshold: bool = False):
     """Loads a trained run as an open-world detector (see atom_tf.evaluation.detector)."""

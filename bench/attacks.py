@@ -15,6 +15,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import atom_tf  # noqa: F401  (chooses oneDNN before TensorFlow is imported)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
@@ -53,6 +55,7 @@ def main(argv: list[str]) -> None:
     del argv
     import tensorflow as tf
 
+    from atom_tf.cpu import onednn_state
     from atom_tf.models import build_model
     from bench.timing import best_seconds
 
@@ -60,7 +63,7 @@ def main(argv: list[str]) -> None:
     seed = tf.constant([0, 1], tf.int64)
     eps = 8 / 255
     print(f"batch {FLAGS.batch}, {FLAGS.steps} steps, {FLAGS.queries} queries, "
-          f"best of {FLAGS.repeats}")  # fmt: skip
+          f"best of {FLAGS.repeats}; {onednn_state()}")  # fmt: skip
     for name in FLAGS.models:
         network = build_model(name, 11)
         attacks = attacks_for(network, eps, seed)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Training-step and mining benchmark; every ratio is measured within this one run.
 
-Prints: the machine's float32 matmul rate; the ATOM step (64 in-distribution + 128 outliers,
+Prints: the CPU's features (AVX2 / AVX-512 / AMX) and whether oneDNN is on (atom_tf turns it
+on where TensorFlow leaves it off, atom_tf/cpu.py); the machine's float32 matmul rate; the ATOM step (64 in-distribution + 128 outliers,
 PGD-5 on 64 of them) for DenseNet-BC-100 with and without XLA, in seconds, images/s and the
 achieved fraction of the matmul rate; the NTOM step; the mining scoring rate; and the extra
 peak memory of mining N = 400,000 candidates (in a fresh subprocess).
@@ -18,6 +19,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import atom_tf  # noqa: F401  (chooses oneDNN before TensorFlow is imported)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
@@ -83,7 +86,10 @@ def mining_memory(n_candidates: int) -> tuple[float, float, int]:
 
 def main(argv):
     del argv
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPU cores")
+    from atom_tf.cpu import onednn_state
+
+    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPU cores; "
+          f"{onednn_state()}")  # fmt: skip
     gflops = matmul_gflops()
     print(f"matmul (2048², float32): {gflops:.1f} GFLOP/s")
     network = build_model(FLAGS.model, 11)

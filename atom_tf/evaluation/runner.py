@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from atom_tf.cpu import onednn_state
 from atom_tf.data.ood_sets import load_ood_set, resolved_set_name, unique_labels
 from atom_tf.distribution import is_chief
 from atom_tf.errors import InvalidConfigError
@@ -389,6 +390,9 @@ def evaluate(
                                       cache_dir=results_dir)  # fmt: skip
     state = detector.run_state
     scorer_name = detector.scorer.name
+    if verbose:
+        print(f"evaluating {run_dir} with the {scorer_name} score: {', '.join(settings.threats)} "
+              f"on {len(settings.ood_sets)} OOD set(s); {onednn_state()}", flush=True)  # fmt: skip
     identity = {**settings.identity(), "scorer": scorer_name, "run": os.path.abspath(run_dir)}
     _prepare_results_dir(results_dir, identity, overwrite)
 

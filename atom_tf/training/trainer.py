@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from atom_tf.cpu import onednn_state
 from atom_tf.data import load_in_distribution, load_pool
 from atom_tf.data.in_distribution import IN_DISTRIBUTION
 from atom_tf.data.outlier_pools import POOLS
@@ -344,7 +345,7 @@ def describe_run(
         f"{config.model} ({model.network.count_params():,} parameters)"
     )
     start = f"; initialised from {config.init_from}" if config.init_from else ""
-    where = f"{config.epochs} epochs{start}; run folder {run_dir}"
+    where = f"{config.epochs} epochs{start}; run folder {run_dir}; {onednn_state()}"
     if miner is None:
         return f"{what}; no outliers; batches of {config.in_batch}, {where}"
     if miner.strategy == Selection.WINDOW:

@@ -1,0 +1,107 @@
+"""The fast CPU path: oneDNN where TensorFlow leaves it off.
+
+TensorFlow turns its oneDNN kernels on by default only on x86 CPUs with AVX-512-class
+features; on AVX2-only CPUs (most AMD and many cloud machines) it runs its slower default
+kernels, which made the DenseNet-BC-100 ATOM step 2.4x slower on a 2-core AVX2 machine
+(`bench/train_step.py`). `choose_onednn(apply=True)` sets `TF_ENABLE_ONEDNN_OPTS=1` on such
+CPUs before TensorFlow is imported; a value the user set always wins, and once TensorFlow is
+imported nothing can change. This module never imports TensorFlow.
+
+Not yet the default: with oneDNN on, a 95 %-TPR threshold recomputed in a second process did
+not accept 95 % of the scores that process computed for the same images (94.72 %, the
+threshold 3e-10 apart; tests/bin/test_run_safety.py), so when atom_tf is imported it only
+reports the state and says how to turn the faster kernels on, until the numerics hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import sys
+
+VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+MARK = "ATOM_TF_SET_ONEDNN"  # says the variable is atom_tf's own (inherited by subprocesses)
+AUTO_REASON = "set by atom_tf: AVX2 without AVX-512, where TensorFlow leaves it off"
+FEATURES = ("avx2", "avx512f", "amx_tile")  # the /proc/cpuinfo flags that decide
+
+
+def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> dict[str, bool] | None:
+    """Which of FEATURES the CPU has (from /proc/cpuinfo's flags), or None where that cannot
+    be read (not Linux)."""
+    try:
+        with open(cpuinfo) as f:
+            text = f.read()
+    except OSError:
+        return None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return {name: name in flags for name in FEATURES}
+
+
+def describe_features(features: dict[str, bool] | None) -> str:
+    """'AVX2, no AVX-512' style, for start lines and benchmarks."""
+    if features is None:
+        return f"{platform.machine() or 'unknown'} (features not readable)"
+    if features["avx512f"]:
+        return "AVX-512" + (" and AMX" if features["amx_tile"] else "")
+    return "AVX2, no AVX-512" if features["avx2"] else "no AVX2"
+
+
+@dataclasses.dataclass(frozen=True)
+class OneDnnChoice:
+    enabled: bool | None  # None: TensorFlow's own default, not known here
+    reason: str
+
+    def describe(self) -> str:
+        state = {True: "on", False: "off", None: "TensorFlow's default"}[self.enabled]
+        return f"oneDNN {state} ({self.reason})"
+
+
+def choose_onednn(
+    environ: dict | None = None,
+    features: dict[str, bool] | str | None = "read",
+    tensorflow_imported: bool | None = None,
+    machine: str | None = None,
+    apply: bool = False,
+) -> OneDnnChoice:
+    """Sets TF_ENABLE_ONEDNN_OPTS=1 in `environ` (default os.environ) on an x86 CPU with AVX2
+    and no AVX-512 (`features`: read from /proc/cpuinfo unless given; None: unknown), unless
+    the variable is set already or TensorFlow is already imported, and only with `apply`
+    (else it says how); returns what holds and why."""
+    environ = os.environ if environ is None else environ
+    if tensorflow_imported is None:
+        tensorflow_imported = "tensorflow" in sys.modules
+    given = environ.get(VARIABLE)
+    if given is not None:
+        enabled = given.strip().lower() not in ("0", "false", "off", "")
+        mine = environ.get(MARK) == given
+        return OneDnnChoice(enabled, AUTO_REASON if mine else f"{VARIABLE}={given} set by you")
+    features = cpu_features() if features == "read" else features  # None: not readable
+    machine = (machine or platform.machine()).lower()
+    on_x86 = machine in ("x86_64", "amd64", "i386", "i686")
+    if features is None or not on_x86:
+        return OneDnnChoice(None, f"{machine}: left to TensorFlow")
+    if features["avx512f"]:
+        return OneDnnChoice(True, "TensorFlow's default on AVX-512")
+    if not features["avx2"]:
+        return OneDnnChoice(None, "no AVX2: left to TensorFlow")
+    if tensorflow_imported:
+        return OneDnnChoice(False, "TensorFlow was imported before atom_tf: import atom_tf "
+                            f"first, or set {VARIABLE}=1, for the faster kernels")  # fmt: skip
+    if not apply:
+        return OneDnnChoice(False, "TensorFlow's default without AVX-512; "
+                            f"{VARIABLE}=1 gives faster kernels")  # fmt: skip
+    environ[VARIABLE] = environ[MARK] = "1"
+    return OneDnnChoice(True, AUTO_REASON)
+
+
+CHOICE: OneDnnChoice | None = None  # what choose_onednn found when atom_tf was imported
+
+
+def onednn_state() -> str:
+    """The CPU and the oneDNN choice, for start lines."""
+    choice = CHOICE or choose_onednn()
+    return f"CPU {describe_features(cpu_features())}, {choice.describe()}"

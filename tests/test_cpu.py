@@ -1,0 +1,85 @@
+"""atom_tf.cpu: oneDNN turned on (when applied) where TensorFlow leaves it off (AVX2 without
+AVX-512), a value the user set always kept, nothing changed once TensorFlow is imported; and
+in a fresh process the state is reported, the variable left to the user."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from atom_tf import cpu
+from tests.conftest import REPO
+
+AVX2 = {"avx2": True, "avx512f": False, "amx_tile": False}
+AVX512 = {"avx2": True, "avx512f": True, "amx_tile": False}
+
+
+def test_features_come_from_the_cpuinfo_flags(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\n"
+                    "flags\t\t: fpu sse2 avx avx2 fma\n")  # fmt: skip
+    assert cpu.cpu_features(str(path)) == AVX2
+    path.write_text("flags : avx2 avx512f amx_tile\n")
+    assert cpu.describe_features(cpu.cpu_features(str(path))) == "AVX-512 and AMX"
+    assert cpu.cpu_features(str(tmp_path / "missing")) is None
+
+
+def test_avx2_without_avx512_turns_onednn_on_when_applied_and_says_so():
+    environ: dict = {}
+    told = cpu.choose_onednn(environ, AVX2, tensorflow_imported=False, machine="x86_64")
+    assert (
+        environ == {} and told.enabled is False and "TF_ENABLE_ONEDNN_OPTS=1 gives" in told.reason
+    )
+    choice = cpu.choose_onednn(environ, AVX2, tensorflow_imported=False, machine="x86_64",
+                               apply=True)  # fmt: skip
+    assert environ[cpu.VARIABLE] == "1" and choice.enabled
+    assert "set by atom_tf" in choice.describe() and choice.describe().startswith("oneDNN on")
+    # a subprocess inherits the variable with atom_tf's mark: still atom_tf's choice
+    again = cpu.choose_onednn(dict(environ), AVX2, tensorflow_imported=False, machine="x86_64",
+                              apply=True)  # fmt: skip
+    assert again == choice
+
+
+@pytest.mark.parametrize("value,enabled", [("0", False), ("1", True), ("false", False)])
+def test_a_value_the_user_set_always_wins(value, enabled):
+    environ = {cpu.VARIABLE: value}
+    choice = cpu.choose_onednn(environ, AVX2, tensorflow_imported=False, machine="x86_64")
+    assert environ == {cpu.VARIABLE: value} and choice.enabled is enabled
+    assert f"{cpu.VARIABLE}={value} set by you" in choice.describe()
+
+
+def test_nothing_changes_where_tensorflow_decides_or_already_decided():
+    for features, machine, imported in ((AVX512, "x86_64", False), (AVX2, "aarch64", False),
+                                        (None, "x86_64", False), (AVX2, "x86_64", True)):  # fmt: skip
+        environ: dict = {}
+        choice = cpu.choose_onednn(environ, features, tensorflow_imported=imported, machine=machine,
+                                   apply=True)  # fmt: skip
+        assert environ == {}, (features, machine, imported)
+    assert "import atom_tf first" in choice.reason and choice.enabled is False
+
+
+def probe(env_value: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in (cpu.VARIABLE, cpu.MARK)}
+    if env_value is not None:
+        env[cpu.VARIABLE] = env_value
+    code = (
+        "import os, atom_tf, atom_tf.cpu as c; print(os.environ.get(c.VARIABLE), c.onednn_state())"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
+
+
+def test_a_fresh_process_gets_the_choice_before_tensorflow_loads():
+    features = cpu.cpu_features()
+    fast_path_applies = (features is not None and features["avx2"] and not features["avx512f"]
+                         and cpu.platform.machine().lower() in ("x86_64", "amd64"))  # fmt: skip
+    chosen = probe(None)
+    assert chosen.startswith("None ")  # reported, not set (atom_tf/cpu.py says why)
+    if fast_path_applies:
+        assert "oneDNN off (TensorFlow's default without AVX-512" in chosen
+    assert probe("0").startswith(
+        "0 "
+    ) and "oneDNN off (TF_ENABLE_ONEDNN_OPTS=0 set by you)" in probe("0")
