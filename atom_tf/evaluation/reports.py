@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from atom_tf.evaluation.runner import scores_file
-from atom_tf.evaluation.threats import IN_ATTACKED, ood_side
+from atom_tf.evaluation.threats import END_TO_END, IN_ATTACKED, ood_side
 from atom_tf.files import atomic_write_text
 
 METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out")
@@ -68,7 +68,7 @@ def end_to_end_attack(results: dict) -> str:
         f", {count} in-distribution images attacked" if count else "")  # fmt: skip
 
 
-E2E_COLUMNS = {"linf_in": "In", "linf_out": "Out", "linf_both": "In+Out"}  # ATD's names
+E2E_COLUMNS = dict(zip(END_TO_END, ("In", "Out", "In+Out"), strict=True))  # ATD's names
 
 
 def end_to_end_table(results: dict) -> str:

@@ -441,7 +441,7 @@ def evaluate(
         for threat in settings.threats:
             side = ood_side(threat)  # linf_in shows natural OOD images, linf_both linf_out's
             key = score_key(state, detector, set_name, images, side, settings)
-            if key not in known:  # linf_in's OOD side is natural's, linf_both's linf_out's
+            if key not in known:
                 known[key] = cached_scores(
                     os.path.join(results_dir, scores_file(label, side)), key, len(images),
                     functools.partial(ood_scores, detector, images, side, settings, verbose,
@@ -464,8 +464,7 @@ def evaluate(
                 results.setdefault("attack_winners", {}).setdefault(label, {})[threat] = shares
     results["average"] = averages(results["ood"], labels, settings.threats)
     if settings.near_ood_sets:
-        near = set(unique_labels(list(settings.ood_sets))[settings.ood_sets.index(name)]
-                   for name in settings.near_ood_sets)  # fmt: skip
+        near = {labels[settings.ood_sets.index(name)] for name in settings.near_ood_sets}
         results["groups"] = {"near": [x for x in labels if x in near],
                              "far": [x for x in labels if x not in near]}  # fmt: skip
         results["average_by_group"] = {
