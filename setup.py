@@ -26,8 +26,12 @@ setup(
         "psutil>=5.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "adversarial-robustness-toolbox==1.20.1"],  # ART: a peer to check the attacks against
+        "test": [
+            "pytest>=8",
+            "adversarial-robustness-toolbox==1.20.1",
+        ],  # ART: a peer to check the attacks against
         "dev": ["pytest>=8", "ruff>=0.6", "adversarial-robustness-toolbox==1.20.1"],
         "gpu": ["tensorflow[and-cuda]>=2.18,<2.23"],
+        "bench": ["torch==2.13.0"],  # bench/pytorch_step.py, the reference of bench/train_step.py
     },
 )

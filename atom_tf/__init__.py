@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from atom_tf import cpu as _cpu
 
-# the oneDNN state, read before TensorFlow is imported (atom_tf/cpu.py: why not yet turned on)
-_cpu.CHOICE = _cpu.choose_onednn()
+# oneDNN on for AVX2-only CPUs, before TensorFlow is imported (atom_tf/cpu.py)
+_cpu.CHOICE = _cpu.choose_onednn(apply=True)
 
 
 def load_detector(run_dir: str, scorer: str | None = None, recompute_threshold: bool = False):

@@ -4,13 +4,14 @@ TensorFlow turns its oneDNN kernels on by default only on x86 CPUs with AVX-512-
 features; on AVX2-only CPUs (most AMD and many cloud machines) it runs its slower default
 kernels, which made the DenseNet-BC-100 ATOM step 2.4x slower on a 2-core AVX2 machine
 (`bench/train_step.py`). `choose_onednn(apply=True)` sets `TF_ENABLE_ONEDNN_OPTS=1` on such
-CPUs before TensorFlow is imported; a value the user set always wins, and once TensorFlow is
-imported nothing can change. This module never imports TensorFlow.
+CPUs before TensorFlow is imported (atom_tf does so when it is imported); a value the user
+set always wins, and once TensorFlow is imported nothing can change. This module never
+imports TensorFlow at import time.
 
-Not yet the default: with oneDNN on, a 95 %-TPR threshold recomputed in a second process did
-not accept 95 % of the scores that process computed for the same images (94.72 %, the
-threshold 3e-10 apart; tests/bin/test_run_safety.py), so when atom_tf is imported it only
-reports the state and says how to turn the faster kernels on, until the numerics hold.
+oneDNN's kernels round differently from TensorFlow's own (scores differ by about 1e-7
+relative), so a 95 %-TPR threshold computed with one and applied to scores computed with the
+other can lose the image at the threshold. `numerics()` names what the numbers were computed
+with; every cached threshold, fitted constant and score is keyed by it.
 """
 
 from __future__ import annotations
@@ -96,6 +97,21 @@ def choose_onednn(
                             f"{VARIABLE}=1 gives faster kernels")  # fmt: skip
     environ[VARIABLE] = environ[MARK] = "1"
     return OneDnnChoice(True, AUTO_REASON)
+
+
+def numerics() -> str:
+    """What a number computed now depends on beyond its inputs: the TensorFlow version, the
+    device kind and whether oneDNN's kernels are on ('TensorFlow 2.21.0, CPU, oneDNN on').
+    Imports TensorFlow."""
+    import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
+
+    gpus = tf.config.list_physical_devices("GPU")
+    names = sorted({tf.config.experimental.get_device_details(g).get("device_name", "GPU")
+                    for g in gpus})  # fmt: skip
+    device = ", ".join(names) if names else "CPU"
+    onednn = "on" if _pywrap_util_port.IsMklEnabled() else "off"
+    return f"TensorFlow {tf.__version__}, {device}, oneDNN {onednn}"
 
 
 CHOICE: OneDnnChoice | None = None  # what choose_onednn found when atom_tf was imported

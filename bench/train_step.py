@@ -37,6 +37,8 @@ flags.DEFINE_string("model", "densenet_bc_100", "Architecture to time.")
 flags.DEFINE_integer("steps", 3, "Timed steps per configuration (after one warm-up step).")
 flags.DEFINE_integer("mining_candidates", 400_000, "N for the mining memory measurement.")
 flags.DEFINE_integer("score_images", 2048, "Images scored to measure the mining rate.")
+flags.DEFINE_bool("pytorch", True, "Time the PyTorch recipe of the ATOM step right after "
+                  "(bench/pytorch_step.py; needs torch: pip install -e '.[bench]').")  # fmt: skip
 
 
 MEMORY_CHILD = r"""
@@ -84,6 +86,19 @@ def mining_memory(n_candidates: int) -> tuple[float, float, int]:
     return float(out[0]), float(out[1]), int(out[2])
 
 
+def pytorch_step_seconds(steps: int) -> tuple[float, str] | None:
+    """bench/pytorch_step.py's median step time and its line, in a fresh process (its own
+    threads, no TensorFlow beside it); None when torch is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pytorch_step.py")
+    line = subprocess.run([sys.executable, script, f"--steps={steps}"], capture_output=True,
+                          text=True, check=True).stdout.strip().splitlines()[-1]  # fmt: skip
+    return float(line.split(": ")[1].split(" s ")[0]), line
+
+
 def main(argv):
     del argv
     from atom_tf.cpu import onednn_state
@@ -113,6 +128,16 @@ def main(argv):
     print(
         f"ATOM step: XLA off / XLA on time ratio = {atom_eager / atom_xla:.2f} (> 1 means XLA is faster)"
     )
+    same_model = FLAGS.model == "densenet_bc_100"  # the recipe's architecture
+    reference = pytorch_step_seconds(FLAGS.steps) if FLAGS.pytorch and same_model else None
+    if reference is None:
+        why = "torch not installed: pip install -e '.[bench]'" if same_model else "DenseNet-BC-100 only"
+        print(f"PyTorch recipe: not run ({why})")
+    else:
+        torch_seconds, line = reference
+        best = min(atom_xla, atom_eager)
+        print(f"{line}\nATOM step: PyTorch / atom_tf time ratio = {torch_seconds / best:.2f} "
+              f"(atom_tf's faster XLA setting; goal >= 3, > 1 means atom_tf is faster)", flush=True)  # fmt: skip
     rate = scoring_rate(FLAGS.model, FLAGS.score_images, jit=False)
     print(f"mining scoring rate ({FLAGS.model}, inference): {rate:.0f} images/s "
           f"(N = 400,000 would take {400_000 / rate / 60:.1f} min)")  # fmt: skip

@@ -3,6 +3,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+import atom_tf  # noqa: F401  (first: it chooses the CPU kernels before TensorFlow is imported)
+
+# isort: split
 import keras
 import numpy as np
 import pytest

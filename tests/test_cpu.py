@@ -1,11 +1,14 @@
 """atom_tf.cpu: oneDNN turned on (when applied) where TensorFlow leaves it off (AVX2 without
 AVX-512), a value the user set always kept, nothing changed once TensorFlow is imported; and
-in a fresh process the state is reported, the variable left to the user."""
+in a fresh process set before TensorFlow loads (a user's value kept); the numbers with and
+without oneDNN agree within the stated tolerance."""
 
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from atom_tf import cpu
@@ -63,9 +66,8 @@ def probe(env_value: str | None) -> str:
     env = {k: v for k, v in os.environ.items() if k not in (cpu.VARIABLE, cpu.MARK)}
     if env_value is not None:
         env[cpu.VARIABLE] = env_value
-    code = (
-        "import os, atom_tf, atom_tf.cpu as c; print(os.environ.get(c.VARIABLE), c.onednn_state())"
-    )
+    code = ("import os, atom_tf, atom_tf.cpu as c; "
+            "print(os.environ.get(c.VARIABLE), c.onednn_state(), '|', c.numerics())")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                             text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -77,9 +79,38 @@ def test_a_fresh_process_gets_the_choice_before_tensorflow_loads():
     fast_path_applies = (features is not None and features["avx2"] and not features["avx512f"]
                          and cpu.platform.machine().lower() in ("x86_64", "amd64"))  # fmt: skip
     chosen = probe(None)
-    assert chosen.startswith("None ")  # reported, not set (atom_tf/cpu.py says why)
-    if fast_path_applies:
-        assert "oneDNN off (TensorFlow's default without AVX-512" in chosen
-    assert probe("0").startswith(
-        "0 "
-    ) and "oneDNN off (TF_ENABLE_ONEDNN_OPTS=0 set by you)" in probe("0")
+    if fast_path_applies:  # set before TensorFlow loaded, and TensorFlow runs with it
+        assert chosen.startswith("1 ") and f"oneDNN on ({cpu.AUTO_REASON})" in chosen
+        assert chosen.endswith(", CPU, oneDNN on")
+    else:
+        assert chosen.startswith("None ")
+    refused = probe("0")
+    assert refused.startswith("0 ") and refused.endswith(", oneDNN off")
+    assert "oneDNN off (TF_ENABLE_ONEDNN_OPTS=0 set by you)" in refused
+
+
+def numbers_with_onednn(run_dir: str, value: str) -> dict:
+    env = {**{k: v for k, v in os.environ.items() if k not in (cpu.VARIABLE, cpu.MARK)},
+           cpu.VARIABLE: value}  # fmt: skip
+    result = subprocess.run([sys.executable, os.path.join(REPO, "tests", "numerics_job.py"), run_dir],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_train_step_and_an_attack_agree_with_and_without_onednn(tmp_path):
+    """The stated tolerance (README, CPU speed): from the same weights and seeds, one ATOM step's
+    loss within 1e-5 relative and its weights within 1e-4; scores within 1e-5 clean and 1e-4
+    after PGD-10 (whose sign steps may turn where a gradient is near zero)."""
+    from atom_tf.training.trainer import TrainConfig, train
+
+    run_dir = str(tmp_path / "run")
+    train(TrainConfig(method="ntom", dataset="digits", model="small_cnn", epochs=1,
+                      num_candidates=512, num_selected=256, jit_compile=False, seed=3),
+          run_dir, verbose=0)  # fmt: skip
+    off, on = numbers_with_onednn(run_dir, "0"), numbers_with_onednn(run_dir, "1")
+    assert off["numerics"].endswith("oneDNN off") and on["numerics"].endswith("oneDNN on")
+    assert on["loss"] == pytest.approx(off["loss"], rel=1e-5)
+    np.testing.assert_allclose(on["weights"], off["weights"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(on["clean_scores"], off["clean_scores"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(on["attacked_scores"], off["attacked_scores"], rtol=0, atol=1e-4)

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from atom_tf.batching import map_batches
+from atom_tf.cpu import numerics
 from atom_tf.data import InDistributionData, load_in_distribution
 from atom_tf.distribution import across_replicas, is_chief, precision_policy
 from atom_tf.errors import InvalidConfigError, InvalidInputError
@@ -175,13 +176,15 @@ def progress_note(run_dir: str, config: dict) -> str | None:
 @dataclasses.dataclass(frozen=True)
 class RunState:
     """Which weights of a run a detector holds: the final ones, or an unfinished run's latest
-    checkpoint. `weights_sha256` keys every result cached from them."""
+    checkpoint. `weights_sha256` and `numerics` (atom_tf.cpu.numerics: the TensorFlow
+    version, device and kernels) key every result cached from them."""
 
     finished: bool
     epochs_done: int
     epochs: int
     weights_sha256: str
     test_sha256: str  # the in-distribution test set the threshold is taken on
+    numerics: str = ""  # what the scores are computed with (atom_tf.cpu.numerics)
 
     def note(self, run_dir: str) -> str | None:
         """The warning line for an unfinished run (None when it has finished)."""
@@ -220,7 +223,7 @@ def load_network(
             )
         done, digest = restored[0] + 1, restored[1]
     test_digest = sha256_of_arrays(data.x_test, data.y_test)
-    state = RunState(final is not None, done, epochs, digest, test_digest)
+    state = RunState(final is not None, done, epochs, digest, test_digest, numerics())
     return network, {**config, "num_classes": data.num_classes}, data, state
 
 
@@ -293,7 +296,7 @@ def fitted_scorer(
 
     name = f"scorer_{scorer.name}.json"
     key = digest_of({"weights": state.weights_sha256, "test": state.test_sha256,
-                     "options": options, "pool": pool_identity(config)})  # fmt: skip
+                     "numerics": state.numerics, "options": options, "pool": pool_identity(config)})  # fmt: skip
     cached = read_cache(folders, name, key)
     params = cached["params"] if cached is not None else None
     if params is None:
@@ -337,7 +340,7 @@ def load_run(
                         scorer_params=params, run_state=state)  # fmt: skip
     threshold_file = f"threshold_{name}.json"
     key = digest_of({"weights": state.weights_sha256, "test": state.test_sha256,
-                     "scorer": name, "params": params})  # fmt: skip
+                     "numerics": state.numerics, "scorer": name, "params": params})  # fmt: skip
     record = None if recompute_threshold else read_cache(folders, threshold_file, key)
     if record is not None and is_json_number(record.get("threshold")):
         detector.threshold = float(record["threshold"])

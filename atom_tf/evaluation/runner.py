@@ -248,8 +248,8 @@ def score_key(state, detector: Detector, set_name: str, images: np.ndarray, thre
               settings: EvalSettings) -> str:  # fmt: skip
     """What a set's scores under a threat depend on."""
     return digest_of({
-        "weights": state.weights_sha256, "scorer": detector.scorer.name,
-        "params": detector.scorer_params, "attack": settings.attack_for(threat).identity(),
+        "weights": state.weights_sha256, "numerics": state.numerics,
+        "scorer": detector.scorer.name, "params": detector.scorer_params, "attack": settings.attack_for(threat).identity(),
         "threat": threat, "set": resolved_set_name(set_name),
         "images": sha256_of_arrays(images), "seed": settings.seed,
     })  # fmt: skip

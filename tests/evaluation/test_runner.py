@@ -45,6 +45,29 @@ def test_detector_api_accepts_95_percent_and_labels(run_dir):
     )
 
 
+def test_a_threshold_cached_under_other_numerics_is_taken_again(run_dir, tmp_path, monkeypatch):
+    """Scores from other kernels (oneDNN on / off, another TensorFlow or device) differ in
+    their last bits, so a threshold cached under them is not reused."""
+    import shutil
+
+    import atom_tf.evaluation.detector as detector_module
+    from atom_tf.files import digest_of
+
+    run = shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns(".lock"))
+    record_path = os.path.join(run, "threshold_kplus1.json")
+    here = atom_tf.load_detector(str(run)).threshold
+    with open(record_path) as f:
+        record = json.load(f)
+    record["payload"]["threshold"] = 1e9  # a planted value: reused only while the key holds
+    record["sha256"] = digest_of(record["payload"])
+    with open(record_path, "w") as f:
+        json.dump(record, f)
+    assert atom_tf.load_detector(str(run)).threshold == 1e9
+    real = detector_module.numerics
+    monkeypatch.setattr(detector_module, "numerics", lambda: real() + ", other kernels")
+    assert atom_tf.load_detector(str(run)).threshold == here
+
+
 def context(detector, attack=QUICK):
     return ThreatContext(detector.logits, detector.scorer, detector.num_classes, attack, detector.score,
                          batch_size=64, verbose=False)  # fmt: skip
