@@ -23,7 +23,8 @@ from atom_tf.cpu import onednn_state
 from atom_tf.data.ood_sets import load_ood_set, resolved_set_name, unique_labels
 from atom_tf.distribution import is_chief
 from atom_tf.errors import InvalidConfigError
-from atom_tf.evaluation.detector import Detector, as_unit_float, load_run, progress_note
+from atom_tf.evaluation.detector import Detector, load_run, progress_note
+from atom_tf.evaluation.inputs import as_unit_float
 from atom_tf.evaluation.metrics import (
     detection_metrics,
     end_to_end_accuracy,
