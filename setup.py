@@ -2,6 +2,8 @@
 
 from setuptools import find_packages, setup
 
+EXPORT = ["tf2onnx==1.17.0", "onnx>=1.17", "onnxruntime>=1.20", "ai-edge-litert==2.3.0"]
+
 setup(
     name="atom_tf",
     version="0.1.0",
@@ -26,11 +28,11 @@ setup(
         "psutil>=5.9",
     ],
     extras_require={
-        "test": [
-            "pytest>=8",
-            "adversarial-robustness-toolbox==1.20.1",
-        ],  # ART: a peer to check the attacks against
-        "dev": ["pytest>=8", "ruff>=0.6", "adversarial-robustness-toolbox==1.20.1"],
+        # bin/export.py's LiteRT and ONNX formats (the SavedModel needs nothing more)
+        "export": EXPORT,
+        # ART: a peer to check the attacks against; the export runtimes for their tests
+        "test": ["pytest>=8", "adversarial-robustness-toolbox==1.20.1", *EXPORT],
+        "dev": ["pytest>=8", "ruff>=0.6", "adversarial-robustness-toolbox==1.20.1", *EXPORT],
         "gpu": ["tensorflow[and-cuda]>=2.18,<2.23"],
         "bench": ["torch==2.13.0"],  # bench/pytorch_step.py, the reference of bench/train_step.py
     },

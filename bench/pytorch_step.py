@@ -29,7 +29,10 @@ from torch.nn import functional as F
 class Bottleneck(nn.Module):
     def __init__(self, channels: int, growth: int):
         super().__init__()
-        self.bn1, self.conv1 = nn.BatchNorm2d(channels), nn.Conv2d(channels, 4 * growth, 1, bias=False)
+        self.bn1, self.conv1 = (
+            nn.BatchNorm2d(channels),
+            nn.Conv2d(channels, 4 * growth, 1, bias=False),
+        )
         self.bn2 = nn.BatchNorm2d(4 * growth)
         self.conv2 = nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False)
 
@@ -75,7 +78,9 @@ def pgd_off_class(model: nn.Module, images: torch.Tensor, cls: int, epsilon=8 / 
         x.requires_grad_(True)
         loss = F.cross_entropy(model(x), target)
         (grad,) = torch.autograd.grad(loss, x)
-        x = torch.min(torch.max(x.detach() + step * grad.sign(), images - epsilon), images + epsilon)
+        x = torch.min(
+            torch.max(x.detach() + step * grad.sign(), images - epsilon), images + epsilon
+        )
         x = x.clamp(0, 1)
     with torch.no_grad():
         model(x)  # the final iterate's evaluation

@@ -131,7 +131,11 @@ def main(argv):
     same_model = FLAGS.model == "densenet_bc_100"  # the recipe's architecture
     reference = pytorch_step_seconds(FLAGS.steps) if FLAGS.pytorch and same_model else None
     if reference is None:
-        why = "torch not installed: pip install -e '.[bench]'" if same_model else "DenseNet-BC-100 only"
+        why = (
+            "torch not installed: pip install -e '.[bench]'"
+            if same_model
+            else "DenseNet-BC-100 only"
+        )
         print(f"PyTorch recipe: not run ({why})")
     else:
         torch_seconds, line = reference

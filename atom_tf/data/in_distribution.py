@@ -34,6 +34,11 @@ class InDistributionData:
     num_classes: int
     augment: bool  # random crop + flip during training (docs/protocol.md §2)
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None
+    class_names: tuple[str, ...] = ()  # label i's name; empty: the labels' numbers
+
+    def names(self) -> list[str]:
+        """The class names, label 0 first (the label numbers where a dataset has none)."""
+        return list(self.class_names) or [str(i) for i in range(self.num_classes)]
 
 
 IN_DISTRIBUTION: Registry[Callable[..., InDistributionData]] = Registry("in-distribution dataset")
@@ -65,6 +70,7 @@ def load_image_files(name: str) -> InDistributionData:
         len(arrays["classes"]),
         True,
         (mean, std),
+        tuple(str(c) for c in arrays["classes"]),
     )
 
 
@@ -135,6 +141,7 @@ def _tfds_in_distribution(
     def load(data_dir: str | None = None, download: bool = True) -> InDistributionData:
         x_train, y_train = tfds_images(tfds_name, "train", data_dir, download)
         x_test, y_test = tfds_images(tfds_name, "test", data_dir, download)
+        label = prepared_builder(tfds_name, data_dir, download).info.features["label"]
         return InDistributionData(
             name,
             x_train,
@@ -144,6 +151,7 @@ def _tfds_in_distribution(
             num_classes,
             augment,
             (CIFAR_MEAN, CIFAR_STD) if normalize else None,
+            tuple(getattr(label, "names", None) or ()),
         )
 
     return load

@@ -56,6 +56,7 @@ class Detector:
     strategy: tf.distribute.Strategy | None = None  # every batch split over its replicas
     scorer_params: dict | None = None  # constants a fitted scorer chose (ODIN's η, ...)
     run_state: RunState | None = None  # which weights of which run (load_detector)
+    class_names: list[str] | None = None  # label i's name (load_detector: the dataset's)
 
     def __post_init__(self) -> None:
         self._score = tf.function(
@@ -99,6 +100,14 @@ class Detector:
             )
         images = check_images(images, resize)
         return self.score(images) >= self.threshold, self.classify(images)
+
+    def export(self, output_dir: str, fmt: str = "saved_model", metadata: dict | None = None,
+               overwrite: bool = False) -> dict:  # fmt: skip
+        """Writes this detector, threshold included, as a self-contained SavedModel, LiteRT or
+        ONNX artefact with metadata.json (atom_tf.evaluation.export); returns the metadata."""
+        from atom_tf.evaluation.export import export_detector
+
+        return export_detector(self, output_dir, fmt, metadata, overwrite=overwrite)
 
     def calibrate(self, in_distribution_images: np.ndarray, tpr: float = 0.95) -> float:
         """Sets the threshold so that a share `tpr` of these (clean) images is accepted."""
@@ -185,10 +194,19 @@ def load_detector(
     recompute_threshold: bool = False,
     overrides: dict | None = None,
     scorer_options: dict | None = None,
-) -> Detector:
+):
     """Loads a trained run as a Detector with its 95%-TPR threshold (cached in the run when
-    the run folder can be written). An unfinished run loads its latest checkpoint, with a
-    warning."""
+    the run folder can be written), or an export (bin/export.py) as an ExportedDetector, the
+    same interface run by the export's own runtime. An unfinished run loads its latest
+    checkpoint, with a warning."""
+    from atom_tf.evaluation.export import is_export, load_export
+
+    if is_export(run_dir):
+        if scorer or recompute_threshold or overrides or scorer_options:
+            raise InvalidConfigError(
+                f"{run_dir} is an export: its scorer and threshold are fixed inside it"
+            )
+        return load_export(run_dir)
     detector = load_run(run_dir, scorer, recompute_threshold, overrides,
                         scorer_options=scorer_options)[0]  # fmt: skip
     note = detector.run_state.note(run_dir)
@@ -289,7 +307,8 @@ def load_run(
             chosen, folders, network, config, data, scorer_options or {}, state, writer
         )
     detector = Detector(network, data.num_classes, chosen, strategy=strategy,
-                        scorer_params=params, run_state=state)  # fmt: skip
+                        scorer_params=params, run_state=state,
+                        class_names=data.names())  # fmt: skip
     threshold_file = f"threshold_{name}.json"
     key = digest_of({"weights": state.weights_sha256, "test": state.test_sha256,
                      "numerics": state.numerics, "scorer": name, "params": params})  # fmt: skip

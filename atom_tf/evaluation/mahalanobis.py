@@ -206,5 +206,6 @@ MAHALANOBIS = register_scorer(
         in_objective=lambda log_odds, k: tf.math.log_sigmoid(-log_odds),
         fit=_fit,
         bind=_bind,
+        input_gradient=True,
     )
 )

@@ -59,6 +59,9 @@ class Scorer:
     # what an attack raises on in-distribution inputs to make them look OOD; None: -objective
     # (scores that are not a softmax share, e.g. energy, are lowered directly)
     in_objective: Callable[[tf.Tensor, int], tf.Tensor] | None = None
+    # the score differentiates its input (ODIN's and Mahalanobis' pre-processing): exports
+    # in formats without gradients (LiteRT, ONNX) cannot carry it
+    input_gradient: bool = False
 
     def option_values(self, given: dict) -> dict:
         """{option: the given value, else its default}, each normalised as declared."""
@@ -229,6 +232,7 @@ register_scorer(
         bind=_bind_odin,
         options=ODIN_OPTIONS,
         margin_objective=class_margin,
+        input_gradient=True,
     )
 )
 # SOFL (Mohseni et al., 2020): in-distribution-ness = -Σ_{i>K} F(x)_i over its reject classes;
