@@ -71,10 +71,11 @@ def reference_corrupt(image: np.ndarray, name: str, severity: int) -> np.ndarray
 
 
 def frost_photograph_paths() -> list[str]:
-    """The six frost photographs the package ships."""
-    import imagecorruptions
-
-    folder = os.path.join(os.path.dirname(imagecorruptions.__file__), "frost")
+    """The six frost photographs the package ships (found without importing it: its import
+    needs `pkg_resources`, which only reference_module() provides where setuptools lacks it)."""
+    folder = os.path.join(
+        os.path.dirname(importlib.util.find_spec("imagecorruptions").origin), "frost"
+    )
     return [
         os.path.join(folder, f)
         for f in (
