@@ -28,7 +28,7 @@ from absl import flags
 from atom_tf import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "", "A training run or an export (bin/export.py).")
+flags.DEFINE_string("model", "", "A training run, an export (bin/export.py) or pretrained:NAME.")
 flags.DEFINE_string("images", "", "A folder, a .zip, a glob or tfds:NAME/SPLIT.")
 flags.DEFINE_string("output", "detections.csv", "Where the detections go (.csv or .jsonl).")
 flags.DEFINE_integer("batch_size", 256, "Images per batch.")
@@ -41,12 +41,13 @@ def main(argv: list[str]) -> None:
     from atom_tf.errors import InvalidConfigError
     from atom_tf.evaluation.detect import detect_images
     from atom_tf.evaluation.export import is_export
+    from atom_tf.evaluation.pretrained import resolve_run
 
     if not FLAGS.model or not FLAGS.images:
         raise InvalidConfigError("pass --model=RUN_OR_EXPORT and --images=PATH")
     if FLAGS.batch_size < 1:
         raise InvalidConfigError(f"--batch_size must be >= 1; got {FLAGS.batch_size}")
-    model = FLAGS.model
+    model = resolve_run(FLAGS.model)
     if not is_export(model) and not os.path.isfile(os.path.join(model, "config.json")):
         raise InvalidConfigError(
             f"--model: {model} is neither a training run (config.json) nor an export "

@@ -29,7 +29,9 @@ from atom_tf.evaluation.threats import AttackSettings  # noqa: E402
 from atom_tf.settings import settings_of  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", "", "Training run directory to evaluate.")
+flags.DEFINE_string(
+    "checkpoint", "", "Training run directory to evaluate, or pretrained:NAME (a shipped detector)."
+)
 flags.DEFINE_string("output_dir", "", "Alias of --checkpoint (the --output_dir of a training run).")
 flags.DEFINE_string("results_dir", "", "Where results go (default: <run>/eval_<scorer>).")
 flags.DEFINE_list(
@@ -67,6 +69,7 @@ def main(argv: list[str]) -> None:
     from atom_tf.data.ood_sets import EMBEDDED_SETS, STANDARD_SETS
     from atom_tf.distribution import describe_strategy, is_chief
     from atom_tf.errors import InvalidConfigError
+    from atom_tf.evaluation.pretrained import resolve_run
     from atom_tf.evaluation.reports import markdown_table, write_reports
     from atom_tf.evaluation.runner import evaluate
     from atom_tf.files import is_writable
@@ -76,6 +79,7 @@ def main(argv: list[str]) -> None:
     run_dir = FLAGS.checkpoint or FLAGS.output_dir
     if not run_dir:
         raise InvalidConfigError("pass --checkpoint=RUN_DIR (the --output_dir of a training run)")
+    run_dir = resolve_run(run_dir)  # pretrained:NAME: its copy in the cache
     overrides = {k: FLAGS[k].value for k in ("dataset", "model", "method") if FLAGS[k].value}
     config = {**read_run_config(run_dir), **overrides}
     default_sets = EMBEDDED_SETS if config["dataset"] == "digits" else STANDARD_SETS[

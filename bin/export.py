@@ -30,7 +30,7 @@ from atom_tf.evaluation.export import FORMATS  # noqa: E402
 from atom_tf.evaluation.scorers import SCORERS  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", "", "Training run directory to export.")
+flags.DEFINE_string("checkpoint", "", "Training run directory to export, or pretrained:NAME.")
 flags.DEFINE_enum("format", "saved_model", FORMATS, "Artefact format.")
 flags.DEFINE_string("output", "", "Folder to write the artefact and metadata.json into.")
 flags.DEFINE_float("tpr", 0.95, "Share of the in-distribution test set the threshold accepts.")
@@ -40,6 +40,9 @@ flags.DEFINE_bool("overwrite", False, "Replace what --output holds.")
 
 def main(argv: list[str]) -> None:
     import numpy as np
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)  # the SavedModel writer's and converters' INFO lines
 
     from atom_tf.errors import InvalidConfigError
     from atom_tf.evaluation.detector import load_run

@@ -61,12 +61,11 @@ def is_glob(spec: str) -> bool:
 
 
 def image_batches(spec: str, size: int, batch_size: int, summary: Summary,
-                  data_dir: str | None = None) -> Iterator[tuple[list[str], np.ndarray]]:  # fmt: skip
-    """(file names, uint8 [B, size, size, 3]) batches of the images `spec` names; unreadable
-    files are reported on stderr and left out (in `summary.skipped`)."""
+                  data_dir: str | None = None) -> tuple[int, Iterator[tuple[list[str], np.ndarray]]]:  # fmt: skip
+    """How many files `spec` names, and (file names, uint8 [B, size, size, 3]) batches of
+    their images; unreadable files are reported on stderr and left out (`summary.skipped`)."""
     if spec.startswith(TFDS_PREFIX):
-        yield from tfds_batches(spec, size, batch_size, data_dir)
-        return
+        return tfds_batches(spec, size, batch_size, data_dir)
     if is_glob(spec):
         files = sorted(f for f in glob.glob(spec, recursive=True)
                        if os.path.isfile(f) and is_image_file(f))  # fmt: skip
@@ -76,6 +75,10 @@ def image_batches(spec: str, size: int, batch_size: int, summary: Summary,
     else:
         source = ImageSource.open(spec, "--images")
         read, names = source.read, source.names
+    return len(names), decoded_batches(names, read, size, batch_size, summary)
+
+
+def decoded_batches(names: list[str], read, size: int, batch_size: int, summary: Summary):
     for start in range(0, len(names), batch_size):
         kept, images = [], []
         for name in names[start : start + batch_size]:
@@ -105,12 +108,15 @@ def tfds_batches(spec: str, size: int, batch_size: int, data_dir: str | None):
     if not name or not split:
         raise InvalidConfigError(f"--images: write a tfds split as tfds:NAME/SPLIT; got {spec}")
     images, _ = tfds_images(name, split, data_dir, download=True, label_key=None)
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size]
-        if batch.shape[1:3] != (size, size):
-            batch = np.stack([resize_short_side_center_crop(i, size) for i in batch])
-        names = [f"{name}/{split}/{i}" for i in range(start, start + len(batch))]
-        yield names, batch
+
+    def batches():
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            if batch.shape[1:3] != (size, size):
+                batch = np.stack([resize_short_side_center_crop(i, size) for i in batch])
+            yield [f"{name}/{split}/{i}" for i in range(start, start + len(batch))], batch
+
+    return len(images), batches()
 
 
 def detections(detector, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,13 +147,14 @@ def detect_images(
         raise InvalidConfigError(f"--output: the folder {parent} does not exist")
     size = getattr(detector, "image_size", 32)
     summary, partial = Summary(), output + ".partial"
-    bar = keras.utils.Progbar(None, unit_name="batch", verbose=1 if progress else 0)
     start = time.perf_counter()
+    total, batches = image_batches(spec, size, batch_size, summary, data_dir)
+    bar = keras.utils.Progbar(total, unit_name="image", verbose=1 if progress else 0)
     with open(partial, "w", newline="") as f:
         writer = csv.writer(f) if output.endswith(".csv") else None
         if writer:
             writer.writerow(COLUMNS)
-        for names, images in image_batches(spec, size, batch_size, summary, data_dir):
+        for names, images in batches:
             labels, scores = detections(detector, images)
             for name, label, score in zip(names, labels, scores, strict=True):
                 accepted = bool(score >= detector.threshold)
@@ -163,7 +170,7 @@ def detect_images(
                 if accepted:
                     summary.accepted += 1
                     summary.per_class[class_name] = summary.per_class.get(class_name, 0) + 1
-            bar.add(1, [("images", summary.images)])
+            bar.update(summary.images + len(summary.skipped))  # files read so far
     summary.seconds = time.perf_counter() - start
     if not summary.images:
         os.remove(partial)

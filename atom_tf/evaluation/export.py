@@ -167,12 +167,17 @@ def export_onnx(serving: ServingDetector, spec: tf.TensorSpec, path: str) -> Non
         return {k: tf.identity(v, name=k) for k, v in serving.call(images).items()}
 
     frozen = convert_variables_to_constants_v2(tf.function(named).get_concrete_function(spec))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        proto, _ = tf2onnx.convert.from_graph_def(
-            frozen.graph.as_graph_def(), input_names=["images:0"],
-            output_names=[f"{k}:0" for k in OUTPUTS],
-        )  # fmt: skip
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel("ERROR")  # tf2onnx calls TensorFlow 1 APIs, each with a deprecation note
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            proto, _ = tf2onnx.convert.from_graph_def(
+                frozen.graph.as_graph_def(), input_names=["images:0"],
+                output_names=[f"{k}:0" for k in OUTPUTS],
+            )  # fmt: skip
+    finally:
+        logger.setLevel(level)
     rename = {"images:0": "images", **{f"{k}:0": k for k in OUTPUTS}}
     for node in proto.graph.node:
         node.input[:] = [rename.get(n, n) for n in node.input]

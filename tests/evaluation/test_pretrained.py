@@ -1,0 +1,67 @@
+"""The shipped detectors (atom_tf/evaluation/pretrained.py): each loads by name and gives its
+recorded test accuracy on its test set to 0.1 points; the package copy is never written."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import atom_tf
+from atom_tf.errors import InvalidConfigError
+from atom_tf.evaluation.pretrained import HERE, pretrained_names, resolve_run
+from tests.conftest import REPO
+
+
+def recorded(name: str) -> dict:
+    with open(os.path.join(HERE, name, "summary.json")) as f:
+        return json.load(f)
+
+
+def test_the_shipped_detectors_are_small_and_named():
+    assert pretrained_names() == ["cifar10_cpu_atom", "digits_atom"]
+    for name in pretrained_names():
+        assert os.path.getsize(os.path.join(HERE, name, "network.weights.h5")) <= 2 << 20
+
+
+@pytest.mark.parametrize("name", ["digits_atom", "cifar10_cpu_atom"])
+def test_a_shipped_detector_reproduces_its_test_accuracy(name, monkeypatch):
+    with open(os.path.join(HERE, name, "config.json")) as f:
+        dataset = json.load(f)["dataset"]
+    if dataset.startswith("images:"):  # CIFAR-10 as image files: data -> ../shared/data
+        if not os.path.exists(os.path.join(REPO, dataset.removeprefix("images:"))):
+            pytest.skip(f"{dataset} is not on this machine (README: Getting the data)")
+        monkeypatch.chdir(REPO)
+    before = {
+        f: os.path.getmtime(os.path.join(HERE, name, f))
+        for f in os.listdir(os.path.join(HERE, name))
+    }
+    detector = atom_tf.load_detector(f"pretrained:{name}")
+    from atom_tf.data import load_in_distribution
+
+    data = load_in_distribution(dataset)
+    accuracy = 100 * np.mean(detector.classify(data.x_test) == data.y_test)
+    assert accuracy == pytest.approx(100 * recorded(name)["test_accuracy"], abs=0.1)
+    assert abs(detector.predict(data.x_test)[0].mean() - 0.95) <= 1 / len(data.x_test)
+    after = {
+        f: os.path.getmtime(os.path.join(HERE, name, f))
+        for f in os.listdir(os.path.join(HERE, name))
+    }
+    assert after == before  # thresholds go to the cached copy
+
+
+def test_a_changed_copy_is_replaced_and_an_unknown_name_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATOM_TF_CACHE", str(tmp_path))
+    copy = resolve_run("pretrained:digits_atom")
+    assert copy == str(tmp_path / "pretrained" / "digits_atom")
+    with open(os.path.join(copy, "network.weights.h5"), "r+b") as f:
+        f.truncate(1000)
+    (tmp_path / "pretrained" / "digits_atom" / "threshold_kplus1.json").write_text("{}")
+    assert resolve_run("pretrained:digits_atom") == copy
+    assert os.path.getsize(os.path.join(copy, "network.weights.h5")) == os.path.getsize(
+        os.path.join(HERE, "digits_atom", "network.weights.h5")
+    )
+    assert not os.path.exists(os.path.join(copy, "threshold_kplus1.json"))
+    with pytest.raises(InvalidConfigError, match="choose one of cifar10_cpu_atom, digits_atom"):
+        resolve_run("pretrained:nothing")
+    assert resolve_run("runs/x") == "runs/x"
