@@ -28,7 +28,7 @@ def test_the_shipped_detectors_are_small_and_named():
 def test_a_shipped_detector_reproduces_its_test_accuracy(name, monkeypatch):
     with open(os.path.join(HERE, name, "config.json")) as f:
         dataset = json.load(f)["dataset"]
-    if dataset.startswith("images:"):  # CIFAR-10 as image files: data -> ../shared/data
+    if dataset.startswith("images:"):  # CIFAR-10 as image files: the data link (README)
         if not os.path.exists(os.path.join(REPO, dataset.removeprefix("images:"))):
             pytest.skip(f"{dataset} is not on this machine (README: Getting the data)")
         monkeypatch.chdir(REPO)
