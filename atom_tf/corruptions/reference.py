@@ -8,7 +8,7 @@ Three incompatibilities, each patched in the module's own namespace:
 - `skimage.filters.gaussian(..., multichannel=True)` (removed in scikit-image 0.19) in
   gaussian_blur and glass_blur: the module's `gaussian` maps it to `channel_axis=-1`;
 - `pkg_resources` (gone from recent setuptools) for the frost photographs: a stand-in that
-  resolves files next to the package is installed if the import fails.
+  resolves files next to the package, in sys.modules only while the module is imported.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ def reference_module():
         return _module
     try:
         import pkg_resources  # noqa: F401
+
+        stand_in = None
     except ImportError:
         stand_in = types.ModuleType("pkg_resources")
 
@@ -54,7 +56,11 @@ def reference_module():
 
         stand_in.resource_filename = resource_filename
         sys.modules["pkg_resources"] = stand_in
-    corruptions = importlib.import_module("imagecorruptions.corruptions")
+    try:
+        corruptions = importlib.import_module("imagecorruptions.corruptions")
+    finally:  # only for that import: other code (pytest) takes a pkg_resources for the real one
+        if stand_in is not None and sys.modules.get("pkg_resources") is stand_in:
+            del sys.modules["pkg_resources"]
     corruptions.np = _NumpyWithFloat("numpy")
     corruptions.gaussian = _gaussian_compat
     _module = corruptions

@@ -48,6 +48,17 @@ from atom_tf.training.trainer import read_run_config
 
 @dataclasses.dataclass
 class Detector:
+    """A trained network with its detection score and threshold (load_detector):
+
+    - `score(images)`: [N] float32, higher = more in-distribution;
+    - `classify(images)`: [N] int64, the argmax over the K classes;
+    - `predict(images)`: ([N] bool accepted = score >= threshold, [N] int64 label);
+    - `threshold`: accepts 95 % of the in-distribution test set (`calibrate` to choose);
+    - `export(folder, fmt)`: the same decision as a SavedModel, LiteRT or ONNX artefact.
+
+    `images` is a batch [N, 32, 32, 3] of uint8 or float in [0, 1] (other sizes with
+    `resize=True`); anything else is refused in one line (atom_tf.evaluation.inputs)."""
+
     network: keras.Model
     num_classes: int
     scorer: Scorer
