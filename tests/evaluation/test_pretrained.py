@@ -62,6 +62,8 @@ def test_a_changed_copy_is_replaced_and_an_unknown_name_refused(tmp_path, monkey
         os.path.join(HERE, "digits_atom", "network.weights.h5")
     )
     assert not os.path.exists(os.path.join(copy, "threshold_kplus1.json"))
-    with pytest.raises(InvalidConfigError, match="choose one of cifar10_cpu_atom, cifar10_cpu_oe, digits_atom"):
+    with pytest.raises(
+        InvalidConfigError, match="choose one of cifar10_cpu_atom, cifar10_cpu_oe, digits_atom"
+    ):
         resolve_run("pretrained:nothing")
     assert resolve_run("runs/x") == "runs/x"
