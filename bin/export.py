@@ -55,7 +55,7 @@ def main(argv: list[str]) -> None:
     detector, config, data = load_run(FLAGS.checkpoint, FLAGS.scorer or None)
     if FLAGS.tpr != 0.95:
         detector.calibrate(data.x_test, FLAGS.tpr)
-    metadata = describe_run(config, detector.run_state, data, FLAGS.tpr)
+    metadata = describe_run(config, detector.run_state, FLAGS.tpr)
     record = detector.export(FLAGS.output, FLAGS.format, metadata, overwrite=FLAGS.overwrite)
     print(f"exported the {record['scorer']['name']} detector of {FLAGS.checkpoint} as "
           f"{FLAGS.format}: {os.path.join(FLAGS.output, record['artefact'])} "

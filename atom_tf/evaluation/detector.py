@@ -279,7 +279,8 @@ def fitted_scorer(
 
     name = f"scorer_{scorer.name}.json"
     key = digest_of({"weights": state.weights_sha256, "test": state.test_sha256,
-                     "numerics": state.numerics, "options": options, "pool": pool_identity(config)})  # fmt: skip
+                     "numerics": state.numerics, "options": options,
+                     "pool": pool_identity(config)})  # fmt: skip
     cached = read_cache(folders, name, key)
     params = cached["params"] if cached is not None else None
     if params is None:

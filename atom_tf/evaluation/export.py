@@ -192,7 +192,7 @@ def versions(fmt: str) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {"tensorflow": tf.__version__, "keras": keras.__version__}
-    for package in ("atom_tf", *{"onnx": ("tf2onnx",), "litert": ()}.get(fmt, ())):
+    for package in ("atom_tf", "tf2onnx") if fmt == "onnx" else ("atom_tf",):
         try:
             found[package] = version(package)
         except PackageNotFoundError:
@@ -289,11 +289,10 @@ def load_export(path: str) -> ExportedDetector:
     return ExportedDetector(path, read_metadata(path))
 
 
-def describe_run(config: dict, state, data, tpr: float) -> dict:
+def describe_run(config: dict, state, tpr: float) -> dict:
     """What metadata.json records of the run an export comes from (the threshold's TPR on its
-    in-distribution test set)."""
+    in-distribution test set); the class names come from the detector itself."""
     return {
-        "class_names": data.names(),
         "tpr": tpr,
         "run": {"method": config.get("method"), "model": config.get("model"),
                 "dataset": config.get("dataset"), "config_sha256": digest_of(config),
