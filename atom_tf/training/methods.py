@@ -18,6 +18,15 @@ the trainer and the train step. Loss = mean CE(in, y) + λ · (mean ℓ_out(outl
           window mined by energy, half of each outlier batch attacked towards low energy.
 - ccu:    a Gaussian-mixture density on inputs for in- and out-distribution combined with the
           classifier (Meinke & Hein, 2019; atom_tf.training.ccu).
+- aloe:   OE's loss on attacked images only: every in-distribution image attacked against its
+          label, every outlier against the uniform CE (Chen et al., 2020; docs/protocol.md §12:
+          ε = 1/255, 2 steps of 1/255 as released: configs/aloe.flags).
+- aoe:    ALOE's ablation: in-distribution images attacked, outliers clean.
+- atom_adv: ATOM plus in-distribution adversarial training: half of each in-distribution batch
+          attacked (`--in_objective`: towards the K+1-th class, away from the label, or half
+          each) and trained to keep its label.
+- atom_trades: ATOM plus TRADES on the in-distribution side: CE on clean images and
+          β · KL(f(x) ‖ f(x')) on half of them, x' the PGD maximiser of the KL (Zhang et al., 2019).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from atom_tf.attacks.objectives import (
     energy_hinge_out,
     free_energy,
     kplus1_ce,
+    label_ce,
     minus_free_energy,
     ood_probability,
     uniform_ce,
@@ -54,7 +64,12 @@ class Method:
     scorer: str  # the detection score it is evaluated with by default
     attack_objective: Objective | None = None  # what PGD raises on outliers (default: outlier_loss)
     attacked_share: float = 0.5  # of each outlier batch
-    attack_in: bool = False  # in-distribution images attacked too (label CE, adversarial training)
+    attack_in: bool = False  # in-distribution images attacked too (adversarial training)
+    in_attacked_share: float = 1.0  # of each in-distribution batch, when attack_in (the last part)
+    # what the attack raises on in-distribution images: their label's CE ("label"), the method's
+    # OOD direction, i.e. minus the outlier attack objective ("ood"), or half each ("both")
+    in_objective: str = "label"
+    trades_beta: float = 0.0  # > 0: attacked images enter as β·KL(f(x) ‖ f(x')), not as CE
     in_regularizer: Objective | None = None  # per-sample term on in-distribution logits, × λ
     mining_score: Objective | None = ood_probability  # OOD score of the window (higher = OOD)
     # (method, run config) -> the method with its configurable constants (e.g. energy margins)
@@ -92,6 +107,22 @@ class Method:
 
     def pgd_objective(self) -> Objective:
         return self.attack_objective or self.outlier_loss
+
+    def in_distribution_objectives(self, labels) -> list[Objective]:
+        """What the attack raises on the attacked in-distribution images, one objective per
+        equal part of them: their label's CE, the OOD direction (minus the outlier attack
+        objective: towards the K+1-th class for ATOM, towards uniform for OE-type methods),
+        or both halves."""
+
+        def away_from_label(logits):
+            return label_ce(logits, labels)
+
+        towards_ood = self.pgd_objective()
+        return {
+            "label": [away_from_label],
+            "ood": [lambda logits: -towards_ood(logits)],
+            "both": [lambda logits: -towards_ood(logits), away_from_label],
+        }[self.in_objective]
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -139,6 +170,17 @@ def _mixture_learning_rate(method: Method, config: dict) -> Method:
     )
 
 
+def _in_distribution_attack(method: Method, config: dict) -> Method:
+    """ATOM's in-distribution adversarial training with the run's objective (and TRADES β)."""
+    changes = {"in_objective": config["in_objective"]}
+    if method.trades_beta > 0:
+        changes["trades_beta"] = config["trades_beta"]
+    return dataclasses.replace(method, **changes)
+
+
+IN_OBJECTIVES = ("label", "ood", "both")
+
+
 def method_for(config: dict) -> Method:
     """The method of a run configuration (config.json), with the constants it sets."""
     return get_method(config["method"]).configured(config)
@@ -157,6 +199,15 @@ ENERGY_MARGINS = (
 MIXTURE_RATE = Setting(
     name="mixture_learning_rate", default=MIXTURE_LEARNING_RATE, positive=True,
     help="CCU's mixtures' learning rate (decayed with the base schedule).",
+)  # fmt: skip
+IN_OBJECTIVE = Setting(
+    name="in_objective", default="both", kind="enum", choices=IN_OBJECTIVES,
+    help="What attacks raise on in-distribution images (atom_adv, atom_trades): {choices} "
+    "(label: their label's CE; ood: towards the K+1-th class; both: half each).",
+)  # fmt: skip
+TRADES_BETA = Setting(
+    name="trades_beta", default=6.0, positive=True,
+    help="β of atom_trades' KL(f(x) || f(x')) term (TRADES: 6 at eps 8/255).",
 )  # fmt: skip
 _energy = energy_hinge_out(ENERGY_MARGINS[1].default)
 _energy_in = energy_hinge_in(ENERGY_MARGINS[0].default)
@@ -209,4 +260,25 @@ register_method(
            outlier_weight=0.1, scorer="energy", attack_objective=minus_free_energy,
            in_regularizer=_energy_in, mining_score=free_energy, configure=_energy_margins,
            settings=ENERGY_MARGINS)
+)  # fmt: skip
+register_method(
+    Method(name="aloe", extra_outputs=0, attack=True, mining=RANDOM, outlier_loss=uniform_ce,
+           outlier_weight=0.5, scorer="msp", mining_score=None, attacked_share=1.0,
+           attack_in=True)
+)  # fmt: skip
+register_method(
+    Method(name="aoe", extra_outputs=0, attack=False, mining=RANDOM, outlier_loss=uniform_ce,
+           outlier_weight=0.5, scorer="msp", mining_score=None, attack_in=True)
+)  # fmt: skip
+register_method(
+    Method(name="atom_adv", extra_outputs=1, attack=True, mining=WINDOW, outlier_loss=kplus1_ce,
+           outlier_weight=1.0, scorer="kplus1", attack_in=True, in_attacked_share=0.5,
+           in_objective=IN_OBJECTIVE.default, configure=_in_distribution_attack,
+           settings=(IN_OBJECTIVE,))
+)  # fmt: skip
+register_method(
+    Method(name="atom_trades", extra_outputs=1, attack=True, mining=WINDOW,
+           outlier_loss=kplus1_ce, outlier_weight=1.0, scorer="kplus1", attack_in=True,
+           in_attacked_share=0.5, in_objective="label", trades_beta=TRADES_BETA.default,
+           configure=_in_distribution_attack, settings=(IN_OBJECTIVE, TRADES_BETA))
 )  # fmt: skip

@@ -19,14 +19,30 @@ from atom_tf.attacks.objectives import label_ce
 from atom_tf.attacks.pgd import pgd_attack, random_start_noise
 from atom_tf.training.methods import Method
 
+TRAIN_ATTACKS = ("pgd", "fgsm_rs")
+
 
 @dataclasses.dataclass(frozen=True)
 class AttackConfig:
-    """Training attack (docs/protocol.md §2): ε 8/255, 5 steps of 2/255, random start."""
+    """Training attack (docs/protocol.md §2): ε 8/255, 5 steps of 2/255, random start, the
+    best iterate kept. `kind="fgsm_rs"` is fast adversarial training instead (§12, Wong et al.,
+    2020): a uniform start in the ε-ball, one signed step of 1.25 ε, the result as it lands
+    (`steps` and `step_size` are then unused)."""
 
     epsilon: float = 8 / 255
     steps: int = 5
     step_size: float = 2 / 255
+    kind: str = "pgd"
+
+    def __post_init__(self):
+        if self.kind not in TRAIN_ATTACKS:
+            raise ValueError(f"training attack must be one of {TRAIN_ATTACKS}, not {self.kind!r}")
+
+
+def _kl(target: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """KL(target ‖ softmax(logits)) per sample (TRADES' robustness term)."""
+    log_target = tf.math.log(tf.maximum(target, 1e-12))
+    return tf.reduce_sum(target * (log_target - tf.nn.log_softmax(logits, axis=-1)), axis=-1)
 
 
 def _logs(values: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -55,6 +71,8 @@ class RobustOODModel(keras.Model):
         self.network, self.method, self.num_classes = network, method, num_classes
         self.weight_decay, self.attack, self.seed = weight_decay, attack or AttackConfig(), seed
         names = ["loss", "in_loss", "out_loss", "in_accuracy"]
+        if method.trades_beta > 0:
+            names.append("trades_loss")
         if method.kplus1 and method.uses_outliers:
             names.append("out_accuracy")
         if method.density_loss is not None:
@@ -91,9 +109,11 @@ class RobustOODModel(keras.Model):
         share = tf.shape(images)[0]
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context is not None else 1
+        fgsm = self.attack.kind == "fgsm_rs"
         noise = random_start_noise(
-            seed, tf.concat([[share * replicas], tf.shape(images)[1:]], 0), self.attack.epsilon
-        )
+            seed, tf.concat([[share * replicas], tf.shape(images)[1:]], 0), self.attack.epsilon,
+            quantize=not fgsm,
+        )  # fmt: skip
         if replicas > 1:
             first = tf.cast(context.replica_id_in_sync_group, tf.int32) * share
             noise = noise[:, first : first + share]
@@ -102,13 +122,43 @@ class RobustOODModel(keras.Model):
             images,
             objective,
             epsilon=self.attack.epsilon,
-            steps=self.attack.steps,
-            step_size=self.attack.step_size,
+            steps=1 if fgsm else self.attack.steps,
+            step_size=1.25 * self.attack.epsilon if fgsm else self.attack.step_size,
             seed=seed,
             unroll=True,
             start_noise=noise,
+            keep_best=not fgsm,
         )
         return attacked
+
+    def attack_in_distribution(
+        self, images: tf.Tensor, labels: tf.Tensor, attack=None, share: float | None = None
+    ) -> tf.Tensor:
+        """The attacked last `share` (default: the method's `in_attacked_share`: all of it for
+        ROWL and ALOE, half for atom_adv) of the in-distribution batch, split in equal parts
+        over the method's in-distribution objectives (`Method.in_distribution_objectives`).
+        `attack(images, objective, salt)` defaults to the training attack."""
+        attack = attack or self._attack
+        share = self.method.in_attacked_share if share is None else share
+        size = images.shape[0]
+        if size is None:
+            raise ValueError("in-distribution attacks need a static batch size")
+        first = size - round(size * share)
+        parts = len(self.method.in_distribution_objectives(labels))
+        bounds = [first + (size - first) * i // parts for i in range(parts + 1)]
+        attacked = []
+        for i in range(parts):  # part i: its images, its labels, objective i
+            low, high = bounds[i], bounds[i + 1]
+            objective = self.method.in_distribution_objectives(labels[low:high])[i]
+            attacked.append(attack(images[low:high], objective, 7919 + i))
+        return tf.concat(attacked, axis=0)
+
+    def trades_attack(self, images: tf.Tensor) -> tf.Tensor:
+        """x' maximising KL(f(x) ‖ f(x')) in the ε-ball, f(x) fixed (inference mode), for the
+        last `in_attacked_share` of the batch (TRADES; the engine's uniform random start)."""
+        first = images.shape[0] - round(images.shape[0] * self.method.in_attacked_share)
+        target = tf.stop_gradient(tf.nn.softmax(self.network(images[first:], training=False)))
+        return self._attack(images[first:], lambda logits: _kl(target, logits), 7919)
 
     def attack_outliers(self, outliers: tf.Tensor) -> tf.Tensor:
         """Replaces the last `attacked_share` of the outlier batch (half for ATOM and ACET) by
@@ -126,18 +176,27 @@ class RobustOODModel(keras.Model):
     def train_step(self, data):
         x_in, y_in, x_out = data
         method = self.method
-        if method.attack_in:  # adversarial training on the in-distribution batch (ROWL)
-            x_in = self._attack(x_in, lambda logits: label_ce(logits, y_in), 7919)
+        x_trades = None
+        if method.trades_beta > 0:  # TRADES: x' joins the batch beside the clean images
+            x_trades = self.trades_attack(x_in)
+        elif method.attack_in:  # adversarial training: the attacked part replaces its images
+            attacked = self.attack_in_distribution(x_in, y_in)
+            x_in = tf.concat([x_in[: x_in.shape[0] - attacked.shape[0]], attacked], axis=0)
         if method.attack:
             x_out = self.attack_outliers(x_out)
         n_in = tf.shape(x_in)[0]
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
             images = tf.concat([x_in, x_out], axis=0) if method.uses_outliers else x_in
+            if x_trades is not None:
+                images = tf.concat([images, x_trades], axis=0)
             if method.density_loss is None:
                 logits = self.network(images, training=True)
             else:  # CCU: the densities behind the outputs give the mixtures' loss too
                 logits, nll = method.density_loss(self.network, images, training=True)
+            if x_trades is not None:
+                n_trades = x_trades.shape[0]
+                logits, trades_logits = logits[:-n_trades], logits[-n_trades:]
             in_logits, out_logits = logits[:n_in], logits[n_in:]
             in_loss = tf.reduce_mean(label_ce(in_logits, y_in))
             out_loss = tf.zeros([])
@@ -146,6 +205,11 @@ class RobustOODModel(keras.Model):
             if method.in_regularizer is not None:
                 out_loss += tf.reduce_mean(method.in_regularizer(in_logits))
             loss = in_loss + method.outlier_weight * out_loss
+            if x_trades is not None:  # β · KL(f(x) ‖ f(x')), gradients through both sides
+                clean = tf.nn.softmax(in_logits[-n_trades:])
+                trades_loss = tf.reduce_mean(_kl(clean, trades_logits))
+                loss += method.trades_beta * trades_loss
+                self.trackers["trades_loss"].update_state(trades_loss)
             if method.density_loss is not None:  # CCU's mixtures: their negative log-likelihood
                 density = tf.reduce_mean(nll[:n_in])
                 if method.uses_outliers:

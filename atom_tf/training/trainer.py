@@ -54,7 +54,8 @@ from atom_tf.training.mining import (
     validate_mining,
 )
 from atom_tf.training.networks import build_network, initialise_from_run
-from atom_tf.training.train_step import AttackConfig, RobustOODModel
+from atom_tf.training.overfitting import OverfittingGuard, RobustLossCheck
+from atom_tf.training.train_step import TRAIN_ATTACKS, AttackConfig, RobustOODModel
 
 # --mining: '' (the method's default) or a selection a run can ask for
 MINING_CHOICES = ("", *(str(s) for s in Selection if s != Selection.NONE))
@@ -96,6 +97,16 @@ class TrainConfig:
     attack_step_size: float = setting(
         2 / 255, "PGD step size of the training attack.", positive=True
     )
+    train_attack: str = setting(
+        "pgd", "Training attack: {choices} (fgsm_rs: fast adversarial training, one step of "
+        "1.25 eps from a random start; --attack_steps and --attack_step_size unused).",
+        kind="enum", choices=TRAIN_ATTACKS, added_later=True,
+    )  # fmt: skip
+    overfit_guard: bool | None = setting(
+        None, "A PGD-10 check of the robust loss on a held-out batch after each epoch; the run "
+        "stops, its last good checkpoint kept, when the loss jumps (catastrophic overfitting). "
+        "Default: on with --train_attack=fgsm_rs.", kind="bool", added_later=True,
+    )  # fmt: skip
     seed: int = setting(1, "Random seed (weights, order, augmentation, attacks, mining).")
     data_dir: str = setting(
         "", "tfds data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)."
@@ -225,6 +236,11 @@ def validate_config(config: TrainConfig) -> None:
     for s in TrainConfig.settings():
         if s.positive and record[s.name] <= 0:
             raise InvalidConfigError(f"--{s.flag_name} must be positive (got {record[s.name]})")
+        if s.value_kind == "enum" and str(record[s.name]) not in s.choice_names():
+            raise InvalidConfigError(
+                f"--{s.flag_name} must be one of {', '.join(s.choice_names())} "
+                f"(got {record[s.name]!r})"
+            )
     if config.out_batch % 2:
         raise InvalidConfigError(
             f"--out_batch must be even: half of it is attacked (got {config.out_batch})"
@@ -305,7 +321,9 @@ def build_training(config: TrainConfig):
     keras.utils.set_random_seed(config.seed)
     with precision_policy(config.precision):
         network = build_network(config.model, method, data.num_classes, data.normalization)
-    attack = AttackConfig(config.epsilon, config.attack_steps, config.attack_step_size)
+    attack = AttackConfig(
+        config.epsilon, config.attack_steps, config.attack_step_size, config.train_attack
+    )
     model = RobustOODModel(
         network, method, data.num_classes, config.weight_decay, attack, config.seed
     )
@@ -335,6 +353,35 @@ def build_miner(config: TrainConfig, method, data, feed: TrainingFeed) -> Outlie
     return OutlierMiner(pool, big_n, n, config.quantile, strategy, config.seed, augment=True)
 
 
+GUARD_IN_IMAGES, GUARD_OUTLIERS = 128, 64  # the overfitting guard's fixed batch
+
+
+def overfitting_guard(
+    config: TrainConfig, model: RobustOODModel, data, miner: OutlierMiner | None, run_dir: str,
+    checkpoints: CheckpointManager,
+) -> list[OverfittingGuard]:  # fmt: skip
+    """The catastrophic-overfitting guard of a run that attacks during training (on by default
+    with FGSM-RS), checking in-distribution test images drawn with the seed and the pool's
+    first outliers; resumed runs continue from the robust losses history.jsonl recorded."""
+    method = model.method
+    enabled = config.overfit_guard
+    if enabled is None:
+        enabled = config.train_attack == "fgsm_rs"
+    if not enabled or not (method.attack or method.attack_in):
+        return []
+    rng = np.random.default_rng(config.seed)
+    chosen = np.sort(rng.permutation(len(data.x_test))[:GUARD_IN_IMAGES])
+    outliers = (miner.pool.read(0, GUARD_OUTLIERS) if miner is not None
+                else np.zeros((0, *data.x_test.shape[1:]), np.uint8))  # fmt: skip
+    check = RobustLossCheck(model, data.x_test[chosen], data.y_test[chosen], outliers, config.seed)
+    past = []
+    history = os.path.join(run_dir, "history.jsonl")
+    if os.path.exists(history):
+        with open(history) as f:
+            past = [r["robust_loss"] for r in map(json.loads, f) if "robust_loss" in r]
+    return [OverfittingGuard(check, checkpoints.latest_epoch, past)]
+
+
 def describe_run(
     config: TrainConfig, data, model: RobustOODModel, miner: OutlierMiner | None, run_dir: str
 ) -> str:
@@ -346,6 +393,18 @@ def describe_run(
     )
     start = f"; initialised from {config.init_from}" if config.init_from else ""
     where = f"{config.epochs} epochs{start}; run folder {run_dir}; {onednn_state()}"
+    method = model.method
+    if method.attack or method.attack_in:
+        eps = f"eps {config.epsilon * 255:g}/255"
+        if config.train_attack == "fgsm_rs":
+            attack = f"FGSM-RS ({eps}, one step of 1.25 eps)"
+        else:
+            attack = (
+                f"PGD-{config.attack_steps} ({eps}, steps {config.attack_step_size * 255:g}/255)"
+            )
+        sides = [side for side, on in (("in-distribution", method.attack_in or method.trades_beta),
+                                       ("outliers", method.attack)) if on]  # fmt: skip
+        where = f"{attack} on {' and '.join(sides)}; {where}"
     if miner is None:
         return f"{what}; no outliers; batches of {config.in_batch}, {where}"
     if miner.strategy == Selection.WINDOW:
@@ -432,6 +491,7 @@ def train(
     callbacks = [
         mining,
         NonFiniteLossGuard(checkpoints),
+        *overfitting_guard(config, model, data, miner, run_dir, checkpoints),
         EpochCheckpoint(CheckpointManager(write_dir), write_dir, mining),
         keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False),
     ]
