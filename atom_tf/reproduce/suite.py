@@ -72,3 +72,23 @@ for _q in ("0", "0.125", "0.25", "0.5", "0.75"):
     register_suite_entry(
         SuiteEntry(name=f"atom_q{_q}", train_flags=("--method=atom", f"--quantile={_q}"))
     )
+# Training against in-distribution attacks (docs/protocol.md §12). ALOE and AOE as released
+# (eps 1/255, 2 PGD steps of 1/255) and at the suite's eps; ATOM with in-distribution adversarial
+# training (each --in_objective) and its TRADES variant, fine-tuned from the suite's ATOM run.
+_EPS1 = ("--epsilon=0.00392156862745098", "--attack_steps=2",
+         "--attack_step_size=0.00392156862745098")  # fmt: skip
+for _name in ("aloe", "aoe"):
+    register_suite_entry(SuiteEntry(name=_name, train_flags=(f"--method={_name}", *_EPS1)))
+    register_suite_entry(SuiteEntry(name=f"{_name}_eps8", train_flags=(f"--method={_name}",)))
+register_suite_entry(
+    SuiteEntry(name="atom_adv", train_flags=("--method=atom_adv", "--init_from={runs_dir}/atom"))
+)
+for _objective in ("label", "ood"):
+    register_suite_entry(
+        SuiteEntry(name=f"atom_adv_{_objective}", train_flags=(
+            "--method=atom_adv", f"--in_objective={_objective}", "--init_from={runs_dir}/atom"))
+    )  # fmt: skip
+register_suite_entry(
+    SuiteEntry(name="atom_trades",
+               train_flags=("--method=atom_trades", "--init_from={runs_dir}/atom"))
+)  # fmt: skip

@@ -4,8 +4,9 @@ FGSM with a random start can overfit to its own one-step attack within an epoch:
 under a multi-step attack then jumps while training looks fine (Wong et al., 2020). After each
 epoch `RobustLossCheck` attacks a fixed batch (in-distribution test images and pool outliers)
 with PGD-10 (ε of training, steps of ε/4, random start) by the method's own objectives and
-measures the method's loss on the result; `OverfittingGuard` stops the run before the epoch's
-checkpoint is written when that loss jumps, so the last good checkpoint is the latest one.
+measures the method's loss on the result, beside the loss under the training attack itself;
+`OverfittingGuard` stops the run before the epoch's checkpoint is written when the PGD-10 loss
+jumps above either, so the last good checkpoint is the latest one.
 """
 
 from __future__ import annotations
@@ -53,36 +54,49 @@ class RobustLossCheck:
         )  # fmt: skip
         return attacked
 
-    def _robust_loss(self) -> dict[str, tf.Tensor]:
+    def _loss_under(self, attack) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """The method's loss on the batch attacked by `attack(images, objective, salt)`, and
+        the in-distribution accuracy there (None where in-distribution images are not attacked)."""
         method, network = self.model.method, self.model.network
-        loss, values = tf.zeros([]), {}
+        loss, accuracy = tf.zeros([]), None
         if method.attack_in or method.trades_beta > 0:
-            attacked = self.model.attack_in_distribution(self.x_in, self.y_in, self._pgd, 1.0)
+            attacked = self.model.attack_in_distribution(self.x_in, self.y_in, attack, 1.0)
             logits = network(attacked, training=False)
             loss += tf.reduce_mean(label_ce(logits, self.y_in))
             predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
             correct = tf.equal(predicted, tf.cast(self.y_in, tf.int32))
-            values["robust_in_accuracy"] = tf.reduce_mean(tf.cast(correct, tf.float32))
+            accuracy = tf.reduce_mean(tf.cast(correct, tf.float32))
         if method.attack:
-            attacked = self._pgd(self.x_out, method.pgd_objective(), 99)
+            attacked = attack(self.x_out, method.pgd_objective(), 99)
             out_loss = tf.reduce_mean(method.outlier_loss(network(attacked, training=False)))
             loss += method.outlier_weight * out_loss
-        values["robust_loss"] = loss
+        return loss, accuracy
+
+    def _robust_loss(self) -> dict[str, tf.Tensor]:
+        loss, accuracy = self._loss_under(self._pgd)
+        values = {"robust_loss": loss, "train_attack_loss": self._loss_under(self.model._attack)[0]}
+        if accuracy is not None:
+            values["robust_in_accuracy"] = accuracy
         return values
 
     def __call__(self) -> dict[str, float]:
         return {name: float(value) for name, value in self._measure().items()}
 
 
-def collapsed(history: list[float], current: float) -> bool:
-    """Whether `current` robust loss is a collapse against the epochs before it: more than
-    COLLAPSE_FACTOR times their lowest and more than COLLAPSE_MARGIN above it (or not finite)."""
+def _jumped(current: float, reference: float) -> bool:
+    return current > COLLAPSE_FACTOR * reference and current - reference > COLLAPSE_MARGIN
+
+
+def collapsed(history: list[float], current: float, train_attack_loss: float | None = None) -> bool:
+    """Whether the PGD-10 robust loss `current` is a collapse: not finite; more than
+    COLLAPSE_FACTOR times the lowest of the epochs before and more than COLLAPSE_MARGIN above it;
+    or as far above the loss under the training attack itself (the network has learnt to beat
+    its one-step attack only: catastrophic overfitting, even when it happens in epoch 1)."""
     if not math.isfinite(current):
         return True
-    if not history:
-        return False
-    best = min(history)
-    return current > COLLAPSE_FACTOR * best and current - best > COLLAPSE_MARGIN
+    if train_attack_loss is not None and _jumped(current, train_attack_loss):
+        return True
+    return bool(history) and _jumped(current, min(history))
 
 
 class OverfittingGuard(keras.callbacks.Callback):
@@ -99,13 +113,14 @@ class OverfittingGuard(keras.callbacks.Callback):
         values = self.check()
         if logs is not None:
             logs.update(values)
-        current = values["robust_loss"]
-        if collapsed(self.history, current):
+        current, train = values["robust_loss"], values["train_attack_loss"]
+        if collapsed(self.history, current, train):
             last = self.last_epoch()
             kept = f"epoch {last + 1}" if last is not None else "none (no epoch completed)"
             raise CatastrophicOverfittingError(
                 f"catastrophic overfitting at epoch {epoch + 1}: the PGD-{CHECK_STEPS} robust loss "
-                f"rose to {current:.3f} from {min(self.history):.3f}; last good checkpoint kept: "
+                f"is {current:.3f} (lowest before {min(self.history, default=math.nan):.3f}; under the "
+                f"training attack {train:.3f}); last good checkpoint kept: "
                 f"{kept}; use --train_attack=pgd or a smaller --epsilon"
             )
         self.history.append(current)

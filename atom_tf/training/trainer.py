@@ -86,6 +86,11 @@ class TrainConfig:
         (10, 15, 18), "Epochs at which the rate is multiplied by --lr_decay."
     )
     lr_decay: float = setting(0.1, "Learning-rate factor at each decay epoch.")
+    lr_schedule: str = setting(
+        "step", "Learning-rate schedule: {choices} (step: x --lr_decay at --lr_decay_epochs; "
+        "cosine: annealed to 1e-6 over all epochs, as ALOE's release).", kind="enum",
+        choices=("step", "cosine"), added_later=True,
+    )  # fmt: skip
     momentum: float = setting(0.9, "Nesterov momentum.")
     weight_decay: float = setting(1e-4, "L2 weight decay added to every gradient (PyTorch style).")
     in_batch: int = setting(64, "In-distribution images per step (global).", positive=True)
@@ -198,8 +203,17 @@ def resolve_jit_compile(jit_compile: bool | None) -> bool:
     return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
 
 
+COSINE_FINAL_RATE = 1e-6
+
+
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
-    """Step schedule (docs/protocol.md §2): ×lr_decay at each epoch of `lr_decay_epochs`."""
+    """Step schedule (docs/protocol.md §2): ×lr_decay at each epoch of `lr_decay_epochs`; or
+    cosine annealing from the rate to 1e-6 over the run (ALOE, docs/protocol.md §12)."""
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, config.epochs * steps_per_epoch,
+            alpha=min(1.0, COSINE_FINAL_RATE / config.learning_rate),
+        )  # fmt: skip
     boundaries = [
         e * steps_per_epoch for e in sorted(config.lr_decay_epochs) if 0 < e < config.epochs
     ]

@@ -139,3 +139,12 @@ def test_every_baseline_suite_flagfile_resolves(name):
                   "--suite=msp,odin,mahalanobis,sofl,oe,acet,ccu,rowl,energy,atom"])  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count(" train: ") == 10
+
+
+@pytest.mark.parametrize("name", ["reproduce_cifar10_cpu", "reproduce_table1_cifar10"])
+def test_the_in_distribution_attack_entries_resolve(name):
+    result = run([f"--flagfile=configs/{name}.flags", "--dry_run",
+                  "--suite=atom,oe,aloe,aoe,aloe_eps8,aoe_eps8,atom_adv,atom_adv_label,"
+                  "atom_adv_ood,atom_trades"])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--method=atom_trades" in result.stdout and "--in_objective=ood" in result.stdout

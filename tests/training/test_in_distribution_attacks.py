@@ -138,6 +138,10 @@ def test_collapse_rule():
     assert not collapsed([0.1], 0.3)  # tripled, but by a fifth of a nat
     assert collapsed([1.0, 0.8], 2.0)
     assert collapsed([1.0], float("nan"))
+    # far above the loss under the training attack: caught in epoch 1 already (the CPU-scale
+    # atom_adv fine-tune with FGSM-RS measured PGD-10 7.44 against a training loss near 1.2)
+    assert collapsed([], 7.44, 1.2)
+    assert not collapsed([], 1.5, 1.2)  # PGD-10 is a little stronger than the training attack
 
 
 class _Blowup(keras.callbacks.Callback):

@@ -94,3 +94,13 @@ def test_config_json_of_the_previous_version_reads_back_to_the_same_record():
     # another method's setting does not tell runs apart; the method's own does
     assert canonical_config({**sofl, "margin_in": -3.0}) == canonical_config(sofl)
     assert canonical_config({**sofl, "reject_classes": 5}) != canonical_config(sofl)
+
+
+def test_cosine_schedule_anneals_to_1e_6_over_the_run():
+    from atom_tf.training.trainer import learning_rate_schedule
+
+    config = TrainConfig(**{**FAST, "lr_schedule": "cosine", "epochs": 4, "learning_rate": 0.1})
+    schedule = learning_rate_schedule(config, steps_per_epoch=10)
+    assert float(schedule(0)) == pytest.approx(0.1)
+    assert float(schedule(20)) == pytest.approx(0.05, rel=1e-3)
+    assert float(schedule(40)) == pytest.approx(1e-6, rel=1e-3)
