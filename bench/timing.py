@@ -14,7 +14,7 @@ from atom_tf.evaluation.threats import AttackSettings, ThreatContext, make_linf_
 from atom_tf.models import build_model
 from atom_tf.training.methods import get_method
 from atom_tf.training.mining import make_ood_scorer
-from atom_tf.training.train_step import RobustOODModel
+from atom_tf.training.train_step import AttackConfig, RobustOODModel
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -47,15 +47,17 @@ def network(model: str, precision: str = "float32", num_outputs: int = 11) -> ke
 
 def train_step_seconds(
     model: str, method: str, jit: bool, steps: int, precision: str = "float32",
-    in_batch: int = 64, out_batch: int = 128,
+    in_batch: int = 64, out_batch: int = 128, train_attack: str = "pgd",
 ) -> float:  # fmt: skip
     """Median seconds of one training step (in_batch + out_batch; ATOM: PGD-5 on half the
-    outliers), timed between batch ends inside one fit call after a compiling warm-up step."""
+    outliers; `train_attack="fgsm_rs"`: FGSM with a random start instead), timed between batch
+    ends inside one fit call after a compiling warm-up step."""
     m = get_method(method)
     optimizer = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    model_ = RobustOODModel(network(model, precision, m.num_outputs(10)), m, 10)
+    model_ = RobustOODModel(network(model, precision, m.num_outputs(10)), m, 10,
+                            attack=AttackConfig(kind=train_attack))  # fmt: skip
     model_.compile(optimizer=optimizer, jit_compile=jit)
     rng = np.random.default_rng(0)
     batch = (
