@@ -80,25 +80,24 @@ def pgd_attack(
         better = v > best_v
         return tf.where(better[:, None, None, None], x, best_x), tf.where(better, v, best_v)
 
+    if random_start and start_noise is None:
+        start_noise = random_start_noise(seed, tf.shape(images), epsilon, restarts, quantize_start)
+
+    def start(restart: int) -> tf.Tensor:
+        if not random_start:
+            return images
+        return tf.clip_by_value(images + start_noise[restart], lower, upper)
+
     if not keep_best:
         if restarts != 1 or not unroll:
             raise ValueError("keep_best=False takes one restart, unrolled")
-        x = images
-        if random_start:
-            if start_noise is None:
-                start_noise = random_start_noise(seed, tf.shape(images), epsilon, 1, quantize_start)
-            x = tf.clip_by_value(images + start_noise[0], lower, upper)
-        v = tf.zeros(tf.shape(images)[:1])
+        x, v = start(0), tf.zeros(tf.shape(images)[:1])
         for _ in range(steps):
             v, x = step(x)
         return tf.stop_gradient(x), tf.stop_gradient(v)
     best_x, best_v = images, value(images)
-    if random_start and start_noise is None:
-        start_noise = random_start_noise(seed, tf.shape(images), epsilon, restarts, quantize_start)
     for restart in range(restarts):
-        x = images
-        if random_start:
-            x = tf.clip_by_value(images + start_noise[restart], lower, upper)
+        x = start(restart)
         if unroll:
             for _ in range(steps):
                 v, x_next = step(x)

@@ -131,6 +131,11 @@ class RobustOODModel(keras.Model):
         )
         return attacked
 
+    @staticmethod
+    def _first_attacked(size: int, share: float) -> int:
+        """Where the attacked last `share` of a static batch of `size` begins."""
+        return size - round(size * share)
+
     def attack_in_distribution(
         self, images: tf.Tensor, labels: tf.Tensor, attack=None, share: float | None = None
     ) -> tf.Tensor:
@@ -143,7 +148,7 @@ class RobustOODModel(keras.Model):
         size = images.shape[0]
         if size is None:
             raise ValueError("in-distribution attacks need a static batch size")
-        first = size - round(size * share)
+        first = self._first_attacked(size, share)
         parts = len(self.method.in_distribution_objectives(labels))
         bounds = [first + (size - first) * i // parts for i in range(parts + 1)]
         attacked = []
@@ -156,7 +161,7 @@ class RobustOODModel(keras.Model):
     def trades_attack(self, images: tf.Tensor) -> tf.Tensor:
         """x' maximising KL(f(x) ‖ f(x')) in the ε-ball, f(x) fixed (inference mode), for the
         last `in_attacked_share` of the batch (TRADES; the engine's uniform random start)."""
-        first = images.shape[0] - round(images.shape[0] * self.method.in_attacked_share)
+        first = self._first_attacked(images.shape[0], self.method.in_attacked_share)
         target = tf.stop_gradient(tf.nn.softmax(self.network(images[first:], training=False)))
         return self._attack(images[first:], lambda logits: _kl(target, logits), 7919)
 
@@ -166,7 +171,7 @@ class RobustOODModel(keras.Model):
         share = self.method.attacked_share
         size = outliers.shape[0]
         if size is not None:  # static batch (always with the training feed): static slices
-            clean = size - round(size * share)
+            clean = self._first_attacked(size, share)
         else:
             size = tf.shape(outliers)[0]
             clean = size - tf.cast(tf.round(tf.cast(size, tf.float32) * share), tf.int32)
