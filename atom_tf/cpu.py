@@ -99,10 +99,17 @@ def choose_onednn(
     return OneDnnChoice(True, AUTO_REASON)
 
 
+# Raised whenever atom_tf computes the same number with other kernels at the same settings, so
+# that nothing cached by the earlier kernels is reused. 2: inference-mode batch norm as oneDNN's
+# fused depthwise convolution, offset and ReLU (atom_tf/models/layers.py; the last bit of a
+# score can differ from the plain multiply-add's).
+KERNELS = 2
+
+
 def numerics() -> str:
     """What a number computed now depends on beyond its inputs: the TensorFlow version, the
-    device kind and whether oneDNN's kernels are on ('TensorFlow 2.21.0, CPU, oneDNN on').
-    Imports TensorFlow."""
+    device kind, whether oneDNN's kernels are on and atom_tf's own kernel choices
+    ('TensorFlow 2.21.0, CPU, oneDNN on; atom_tf kernels 2'). Imports TensorFlow."""
     import tensorflow as tf
     from tensorflow.python.util import _pywrap_util_port
 
@@ -111,7 +118,7 @@ def numerics() -> str:
                     for g in gpus})  # fmt: skip
     device = ", ".join(names) if names else "CPU"
     onednn = "on" if _pywrap_util_port.IsMklEnabled() else "off"
-    return f"TensorFlow {tf.__version__}, {device}, oneDNN {onednn}"
+    return f"TensorFlow {tf.__version__}, {device}, oneDNN {onednn}; atom_tf kernels {KERNELS}"
 
 
 CHOICE: OneDnnChoice | None = None  # what choose_onednn found when atom_tf was imported

@@ -45,13 +45,13 @@ def network(model: str, precision: str = "float32", num_outputs: int = 11) -> ke
         return build_model(model, num_outputs)
 
 
-def train_step_seconds(
-    model: str, method: str, jit: bool, steps: int, precision: str = "float32",
-    in_batch: int = 64, out_batch: int = 128, train_attack: str = "pgd",
-) -> float:  # fmt: skip
-    """Median seconds of one training step (in_batch + out_batch; ATOM: PGD-5 on half the
-    outliers; `train_attack="fgsm_rs"`: FGSM with a random start instead), timed between batch
-    ends inside one fit call after a compiling warm-up step."""
+def train_step_model(
+    model: str, method: str, jit: bool, precision: str = "float32", in_batch: int = 64,
+    out_batch: int = 128, train_attack: str = "pgd",
+) -> tuple[RobustOODModel, tf.data.Dataset]:  # fmt: skip
+    """A compiled training model of `method` on a fresh `model` network and an endless feed of
+    one random batch (in_batch + out_batch; ATOM: PGD-5 on half the outliers;
+    `train_attack="fgsm_rs"`: FGSM with a random start instead)."""
     m = get_method(method)
     optimizer = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
     if precision == "mixed_float16":
@@ -65,11 +65,21 @@ def train_step_seconds(
         rng.integers(0, 10, in_batch),
         rng.random((out_batch, 32, 32, 3), np.float32),
     )
+    return model_, tf.data.Dataset.from_tensors(batch).repeat()
+
+
+def train_step_seconds(
+    model: str, method: str, jit: bool, steps: int, precision: str = "float32",
+    in_batch: int = 64, out_batch: int = 128, train_attack: str = "pgd",
+) -> float:  # fmt: skip
+    """Median seconds of one training step of `train_step_model`, timed between batch ends
+    inside one fit call after a compiling warm-up step."""
+    model_, data = train_step_model(model, method, jit, precision, in_batch, out_batch,
+                                    train_attack)  # fmt: skip
     stamps: list[float] = []
     timer = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs=None: stamps.append(time.perf_counter())
     )
-    data = tf.data.Dataset.from_tensors(batch).repeat()
     model_.fit(data, epochs=1, steps_per_epoch=steps + 1, verbose=0, callbacks=[timer])
     return float(np.median(np.diff(stamps)))
 

@@ -4,7 +4,8 @@
 Prints: the CPU's features (AVX2 / AVX-512 / AMX) and whether oneDNN is on (atom_tf turns it
 on where TensorFlow leaves it off, atom_tf/cpu.py); the machine's float32 matmul rate; the ATOM step (64 in-distribution + 128 outliers,
 PGD-5 on 64 of them) for DenseNet-BC-100 with and without XLA, in seconds, images/s and the
-achieved fraction of the matmul rate; the NTOM step; the mining scoring rate; and the extra
+achieved fraction of the matmul rate; the NTOM step; the mining scoring rate; the evaluation's
+L∞ attack rate (PGD-40, one restart); and the extra
 peak memory of mining N = 400,000 candidates (in a fresh subprocess).
 
 FLOP convention (analytical, F = 2 × forward multiply-adds of one image): a training image
@@ -30,7 +31,7 @@ from absl import app, flags
 
 from atom_tf.models import build_model
 from atom_tf.models.flops import forward_macs
-from bench.timing import matmul_gflops, scoring_rate, train_step_seconds
+from bench.timing import linf_attack_rate, matmul_gflops, scoring_rate, train_step_seconds
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "densenet_bc_100", "Architecture to time.")
@@ -145,6 +146,8 @@ def main(argv):
     rate = scoring_rate(FLAGS.model, FLAGS.score_images, jit=False)
     print(f"mining scoring rate ({FLAGS.model}, inference): {rate:.0f} images/s "
           f"(N = 400,000 would take {400_000 / rate / 60:.1f} min)")  # fmt: skip
+    attack = linf_attack_rate(FLAGS.model, jit=False, batch_size=64, batches=1)
+    print(f"L-inf attack rate ({FLAGS.model}, PGD-40, batch 64, XLA off): {attack:.2f} images/s")
     extra, seconds, kept = mining_memory(FLAGS.mining_candidates)
     print(f"mining N = {FLAGS.mining_candidates:,} (n = {kept:,}) from a 300K-image pool file, small_cnn scorer: "
           f"extra peak memory {extra:.2f} GiB (target < 2 GB), {seconds:.0f} s")  # fmt: skip

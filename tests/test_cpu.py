@@ -81,11 +81,13 @@ def test_a_fresh_process_gets_the_choice_before_tensorflow_loads():
     chosen = probe(None)
     if fast_path_applies:  # set before TensorFlow loaded, and TensorFlow runs with it
         assert chosen.startswith("1 ") and f"oneDNN on ({cpu.AUTO_REASON})" in chosen
-        assert chosen.endswith(", CPU, oneDNN on")
+        assert chosen.endswith(f", CPU, oneDNN on; atom_tf kernels {cpu.KERNELS}")
     else:
         assert chosen.startswith("None ")
     refused = probe("0")
-    assert refused.startswith("0 ") and refused.endswith(", oneDNN off")
+    assert refused.startswith("0 ") and refused.endswith(
+        f", oneDNN off; atom_tf kernels {cpu.KERNELS}"
+    )
     assert "oneDNN off (TF_ENABLE_ONEDNN_OPTS=0 set by you)" in refused
 
 
@@ -109,7 +111,7 @@ def test_a_train_step_and_an_attack_agree_with_and_without_onednn(tmp_path):
                       num_candidates=512, num_selected=256, jit_compile=False, seed=3),
           run_dir, verbose=0)  # fmt: skip
     off, on = numbers_with_onednn(run_dir, "0"), numbers_with_onednn(run_dir, "1")
-    assert off["numerics"].endswith("oneDNN off") and on["numerics"].endswith("oneDNN on")
+    assert ", oneDNN off;" in off["numerics"] and ", oneDNN on;" in on["numerics"]
     assert on["loss"] == pytest.approx(off["loss"], rel=1e-5)
     np.testing.assert_allclose(on["weights"], off["weights"], rtol=0, atol=1e-4)
     np.testing.assert_allclose(on["clean_scores"], off["clean_scores"], rtol=0, atol=1e-5)

@@ -3,6 +3,7 @@ atom_tf, gives the detector's scores and decisions; bin/export.py as a user runs
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -140,9 +141,11 @@ def test_the_export_command_writes_checks_and_refuses_in_one_line(runs, tmp_path
     done = run_export([f"--checkpoint={run_dir}", "--format=onnx", f"--output={out}",
                        "--tpr=0.9"], tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "check: the artefact accepts 90.00 % of the 360 in-distribution test images" in (
-        done.stdout
+    # the threshold is one test image's score, which the ONNX runtime may round to either side
+    share = re.search(
+        r"check: the artefact accepts ([\d.]+) % of the 360 in-distribution", done.stdout
     )
+    assert share and abs(float(share.group(1)) * 3.6 - 324) < 1.05, done.stdout  # 2 decimals
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["tpr"] == 0.9 and metadata["class_names"] == [str(i) for i in range(10)]
     assert metadata["scorer"]["name"] == "kplus1" and metadata["run"]["method"] == "atom"

@@ -66,3 +66,49 @@ def test_fused_batch_norm_has_pytorch_semantics(rng):
         inference, (x - rm) / np.sqrt(rv + 1e-5) * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0], atol=1e-4
     )
     np.testing.assert_allclose(np.asarray(layer.moving_mean), rm)  # unchanged by inference
+
+
+def test_inference_batch_norm_on_onednn_equals_the_plain_multiply_add(rng, monkeypatch):
+    """Inference batch norm runs its scale as a 1×1 depthwise convolution where oneDNN fuses
+    it with the offset and the following ReLU; the numbers (forward, input gradient, in a
+    graph and in an XLA cluster) are those of x · scale + offset up to the last bit (a fused
+    multiply-add rounds once: atom_tf.cpu.KERNELS keys caches by it)."""
+    import tensorflow as tf
+
+    from atom_tf.models import layers
+
+    x = tf.constant((rng.normal(size=(4, 8, 8, 5)) * 2 + 0.3).astype(np.float32))
+    layer = layers.FusedBatchNorm(momentum=0.9, epsilon=1e-5)
+    layer.build(x.shape)
+    for variable in (layer.gamma, layer.beta, layer.moving_mean):
+        variable.assign(rng.normal(size=5).astype(np.float32))
+    layer.moving_variance.assign(rng.uniform(0.1, 3.0, size=5).astype(np.float32))
+
+    def forward_and_gradient(jit: bool):
+        @tf.function(jit_compile=jit)
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.nn.relu(layer(x, training=False))
+                loss = tf.reduce_sum(y * tf.range(1.0, 6.0))
+            return y, tape.gradient(loss, x)
+
+        return [np.asarray(t) for t in run(x)]
+
+    taken = []
+    decide = layers._depthwise_scaling
+    monkeypatch.setattr(
+        layers, "_depthwise_scaling", lambda t: taken.append(decide(t)) or taken[-1]
+    )
+    fast, xla = forward_and_gradient(False), forward_and_gradient(True)
+    from tensorflow.python.util import _pywrap_util_port
+
+    assert taken == [_pywrap_util_port.IsMklEnabled(), False]  # XLA fuses the plain ops itself
+    monkeypatch.setattr(layers, "_depthwise_scaling", lambda t: False)
+    plain = forward_and_gradient(False)
+    scale = np.asarray(layer.gamma) / np.sqrt(np.asarray(layer.moving_variance) + 1e-5)
+    offset = np.asarray(layer.beta) - np.asarray(layer.moving_mean) * scale
+    np.testing.assert_allclose(plain[0], np.maximum(np.asarray(x) * scale + offset, 0), atol=1e-5)
+    for ours in (fast, xla):
+        np.testing.assert_allclose(ours[0], plain[0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(ours[1], plain[1], rtol=1e-6, atol=1e-6)
