@@ -106,18 +106,24 @@ def choose_onednn(
 KERNELS = 2
 
 
+def onednn_enabled() -> bool:
+    """Whether the TensorFlow now loaded runs oneDNN's kernels. Imports TensorFlow."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return _pywrap_util_port.IsMklEnabled()
+
+
 def numerics() -> str:
     """What a number computed now depends on beyond its inputs: the TensorFlow version, the
     device kind, whether oneDNN's kernels are on and atom_tf's own kernel choices
     ('TensorFlow 2.21.0, CPU, oneDNN on; atom_tf kernels 2'). Imports TensorFlow."""
     import tensorflow as tf
-    from tensorflow.python.util import _pywrap_util_port
 
     gpus = tf.config.list_physical_devices("GPU")
     names = sorted({tf.config.experimental.get_device_details(g).get("device_name", "GPU")
                     for g in gpus})  # fmt: skip
     device = ", ".join(names) if names else "CPU"
-    onednn = "on" if _pywrap_util_port.IsMklEnabled() else "off"
+    onednn = "on" if onednn_enabled() else "off"
     return f"TensorFlow {tf.__version__}, {device}, oneDNN {onednn}; atom_tf kernels {KERNELS}"
 
 

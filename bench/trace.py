@@ -24,6 +24,7 @@ def op_self_times(space) -> tuple[collections.Counter, collections.Counter, floa
             continue
         names = {key: meta.name for key, meta in plane.event_metadata.items()}
         for line in plane.lines:
+            base = line.timestamp_ns * 1e-9
             events = sorted(
                 ((e.offset_ps, e.duration_ps, names.get(e.metadata_id, "")) for e in line.events),
                 key=lambda e: (e[0], -e[1]),
@@ -35,7 +36,6 @@ def op_self_times(space) -> tuple[collections.Counter, collections.Counter, floa
                 if stack:
                     stack[-1][2] += duration
                 stack.append([start + duration, name, 0, duration])
-                base = line.timestamp_ns * 1e-9
                 first = min(first, base + start * 1e-12)
                 last = max(last, base + (start + duration) * 1e-12)
             while stack:

@@ -6,6 +6,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from atom_tf.cpu import onednn_enabled
+
 
 # PyTorch reference models: kaiming normal (fan_out) convolutions, BN eps 1e-5 / momentum 0.1.
 # Initialisers are made per layer, after `keras.utils.set_random_seed`: an instance created at
@@ -53,12 +55,11 @@ def _depthwise_scaling(inputs) -> bool:
     convolution: only where oneDNN's kernels run it (float32 images on a CPU, not in an XLA
     cluster, which fuses the plain multiply and add itself)."""
     from tensorflow.python.ops import control_flow_util
-    from tensorflow.python.util import _pywrap_util_port
 
     return (
         len(inputs.shape) == 4
         and inputs.dtype == tf.float32
-        and _pywrap_util_port.IsMklEnabled()
+        and onednn_enabled()
         and not tf.config.list_logical_devices("GPU")
         and not control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
     )
