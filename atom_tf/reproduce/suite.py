@@ -10,6 +10,16 @@ import dataclasses
 from atom_tf.registry import Registry
 
 
+@dataclasses.dataclass(frozen=True)
+class Strength:
+    """An entry's place in a sweep of one method's strength setting (the trade-off between
+    accuracy, natural detection and end-to-end robustness a user chooses from)."""
+
+    method: str  # the swept method, e.g. "atom_trades"
+    setting: str  # what is swept, as tables and plots name it, e.g. "beta"
+    value: float
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SuiteEntry:
     """`{runs_dir}` in a flag stands for the suite's runs folder (fine-tuning from another
@@ -19,10 +29,16 @@ class SuiteEntry:
     train_flags: tuple[str, ...]  # after the suite's training flagfile
     eval_flags: tuple[str, ...] = ()  # after the suite's evaluation flagfile
     run: str = ""  # the run folder under the suite's runs folder ('' = the entry's name)
+    flags_name: str = ""  # the suite's `<entry_flags_dir>/<flags_name>.flags` ('' = the run's)
+    strength: Strength | None = None  # set for the entries of a strength sweep
 
     @property
     def run_name(self) -> str:
         return self.run or self.name
+
+    @property
+    def flags_file_name(self) -> str:
+        return self.flags_name or self.run_name
 
 
 SUITE_ENTRIES: Registry[SuiteEntry] = Registry("suite entry")
@@ -72,23 +88,44 @@ for _q in ("0", "0.125", "0.25", "0.5", "0.75"):
     register_suite_entry(
         SuiteEntry(name=f"atom_q{_q}", train_flags=("--method=atom", f"--quantile={_q}"))
     )
+
+
 # Training against in-distribution attacks (docs/protocol.md §12). ALOE and AOE as released
-# (eps 1/255, 2 PGD steps of 1/255) and at the suite's eps; ATOM with in-distribution adversarial
-# training (each --in_objective) and its TRADES variant, fine-tuned from the suite's ATOM run.
-_EPS1 = ("--epsilon=0.00392156862745098", "--attack_steps=2",
-         "--attack_step_size=0.00392156862745098")  # fmt: skip
+# (eps 1/255, 2 PGD steps of 1/255) and at the suite's eps, fine-tuned from the suite's OE run;
+# ATOM with in-distribution adversarial training (each --in_objective) and its TRADES variant,
+# fine-tuned from the suite's ATOM run (a suite's aloe.flags / aoe.flags may train from scratch
+# instead: --init_from=). The strength sweeps (eps for ALOE, AOE and atom_adv, beta for
+# atom_trades) and atom_adv's variants read the flag file of the method they sweep (aloe, aoe,
+# atom_adv).
+def _eps(value: float) -> tuple[str, ...]:
+    """Training-attack flags at eps = value/255: at 1/255 ALOE's 2 PGD steps of 1/255 as
+    released, otherwise the suite's attack (FGSM-RS, where a flag file chooses it, steps
+    1.25 eps)."""
+    released = ("--attack_steps=2", f"--attack_step_size={1 / 255!r}")
+    return (f"--epsilon={value / 255!r}", *(released if value == 1 else ()))
+
+
 for _name in ("aloe", "aoe"):
-    register_suite_entry(SuiteEntry(name=_name, train_flags=(f"--method={_name}", *_EPS1)))
-    register_suite_entry(SuiteEntry(name=f"{_name}_eps8", train_flags=(f"--method={_name}",)))
-register_suite_entry(
-    SuiteEntry(name="atom_adv", train_flags=("--method=atom_adv", "--init_from={runs_dir}/atom"))
-)
+    for _value in (1, 2, 4, 8):
+        register_suite_entry(SuiteEntry(
+            name=_name if _value == 1 else f"{_name}_eps{_value}",
+            train_flags=(f"--method={_name}", *_eps(_value), "--init_from={runs_dir}/oe"),
+            flags_name=_name,
+            strength=Strength(_name, "eps (/255)", _value)))  # fmt: skip
+for _value in (2, 4, 8):
+    register_suite_entry(SuiteEntry(
+        name="atom_adv" if _value == 8 else f"atom_adv_eps{_value}",
+        train_flags=("--method=atom_adv", *_eps(_value), "--init_from={runs_dir}/atom"),
+        flags_name="atom_adv", strength=Strength("atom_adv", "eps (/255)", _value)))  # fmt: skip
 for _objective in ("label", "ood"):
     register_suite_entry(
         SuiteEntry(name=f"atom_adv_{_objective}", train_flags=(
-            "--method=atom_adv", f"--in_objective={_objective}", "--init_from={runs_dir}/atom"))
+            "--method=atom_adv", f"--in_objective={_objective}", "--init_from={runs_dir}/atom"),
+            flags_name="atom_adv")
     )  # fmt: skip
-register_suite_entry(
-    SuiteEntry(name="atom_trades",
-               train_flags=("--method=atom_trades", "--init_from={runs_dir}/atom"))
-)  # fmt: skip
+for _value in (1, 3, 6, 12):
+    register_suite_entry(SuiteEntry(
+        name="atom_trades" if _value == 6 else f"atom_trades_beta{_value}",
+        train_flags=("--method=atom_trades", f"--trades_beta={_value}",
+                     "--init_from={runs_dir}/atom"),
+        flags_name="atom_adv", strength=Strength("atom_trades", "beta", _value)))  # fmt: skip

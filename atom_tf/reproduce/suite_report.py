@@ -1,8 +1,9 @@
 """One paper-style table for a suite of runs: each method's evaluation averaged per threat,
 with the paper's published rows (docs/protocol.md §8) beside the measured ones.
 
-Writes `results.md`, `results.json`, `results.csv` and `fpr95.png` (bars of FPR95 per threat
-and method) from the `results.json` of each run's evaluation.
+Writes `results.md`, `results.json`, `results.csv`, `fpr95.png` (bars of FPR95 per threat
+and method) and, for a sweep of a method's strength (ε, β), `tradeoff.png` from the
+`results.json` of each run's evaluation.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ SUITE_METRICS = ("fpr95", "auroc")
 
 
 def combine(
-    evaluations: dict[str, dict], timings: dict[str, dict[str, float]], dataset_label: str
+    evaluations: dict[str, dict],
+    timings: dict[str, dict[str, float]],
+    dataset_label: str,
+    strengths: dict[str, dict] | None = None,
 ) -> dict:
-    """Rows per suite entry from each evaluation's results.json, in the paper's threat order."""
+    """Rows per suite entry from each evaluation's results.json, in the paper's threat order;
+    `strengths` (entry: {method, setting, value}) places entries in a strength sweep."""
+    strengths = strengths or {}
     rows = {}
     threats: list[str] = []
     for name, results in evaluations.items():
@@ -41,6 +47,7 @@ def combine(
             "ood_sets": {s: next(iter(per.values()))["images"] for s, per in results["ood"].items()},
             "seconds": timings.get(name, {}),
             **end_to_end_row(results),
+            **({"strength": strengths[name]} if name in strengths else {}),
         }  # fmt: skip
     # the paper's threats (and any other), not the end-to-end ones: they have a table of their own
     threats = [t for t in threats if t not in END_TO_END]
@@ -50,7 +57,8 @@ def combine(
         for method, row in published_rows(dataset_label).items()
         if method in evaluations
     }
-    return {"dataset": dataset_label, "threats": ordered, "rows": rows, "published": published}
+    return {"dataset": dataset_label, "threats": ordered, "rows": rows, "published": published,
+            "tradeoffs": tradeoffs(rows)}  # fmt: skip
 
 
 E2E_THREATS = ("natural", "linf", *END_TO_END)
@@ -110,6 +118,76 @@ def end_to_end_markdown(table: dict) -> list[str]:
     return lines
 
 
+def tradeoffs(rows: dict[str, dict]) -> dict[str, dict]:
+    """Per swept method with at least two evaluated strengths: the setting and, in order of its
+    value, each entry's test accuracy, natural FPR95 and In+Out AUROC over all OOD sets (None
+    where the evaluation did not run that threat): the trade-off a user chooses from."""
+    sweeps: dict[str, dict] = {}
+    for name, row in rows.items():
+        strength = row.get("strength")
+        if not strength:
+            continue
+        both = row.get("end_to_end", {}).get("groups", {}).get("all", {}).get("linf_both")
+        sweep = sweeps.setdefault(
+            strength["method"], {"setting": strength["setting"], "points": []}
+        )
+        sweep["points"].append({
+            "entry": name, "value": strength["value"], "accuracy": row["accuracy"],
+            "natural_fpr95": row["average"].get("natural", {}).get("fpr95"),
+            "in_out_auroc": None if both is None else both["auroc"],
+        })  # fmt: skip
+    return {method: {**sweep, "points": sorted(sweep["points"], key=lambda p: p["value"])}
+            for method, sweep in sweeps.items() if len(sweep["points"]) >= 2}  # fmt: skip
+
+
+TRADEOFF_COLUMNS = (("accuracy", "test accuracy ↑"), ("natural_fpr95", "natural FPR95 ↓"),
+                    ("in_out_auroc", "In+Out AUROC ↑"))  # fmt: skip
+
+
+def tradeoff_markdown(table: dict) -> list[str]:
+    """One table per strength sweep: what each setting buys and costs."""
+    lines = []
+    for method, sweep in table.get("tradeoffs", {}).items():
+        lines += ["", f"Trade-off over {method}'s {sweep['setting']} (In+Out: the end-to-end "
+                  "attack, all OOD sets):", "",
+                  f"| {sweep['setting']} | entry | " + " | ".join(t for _, t in TRADEOFF_COLUMNS)
+                  + " |", "|---|---|" + "---|" * len(TRADEOFF_COLUMNS)]  # fmt: skip
+        for point in sweep["points"]:
+            cells = ["–" if point[k] is None else f"{point[k]:.2f}" for k, _ in TRADEOFF_COLUMNS]
+            lines.append(f"| {point['value']:g} | {point['entry']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_tradeoffs(table: dict, path: str) -> None:
+    """A panel per strength sweep: test accuracy, natural FPR95 and In+Out AUROC against the
+    setting's value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweeps = table["tradeoffs"]
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(4.2 * len(sweeps), 3.4), squeeze=False)
+    for ax, (method, sweep) in zip(axes[0], sweeps.items(), strict=True):
+        values = [p["value"] for p in sweep["points"]]
+        for key, title in TRADEOFF_COLUMNS:
+            points = [(v, p[key]) for v, p in zip(values, sweep["points"], strict=True)
+                      if p[key] is not None]  # fmt: skip
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=title)
+        if min(values) > 0:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.set_xlabel(sweep["setting"])
+        ax.set_ylabel("%")
+        ax.set_ylim(0, 105)
+        ax.set_title(f"{table['dataset']}: {method}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def mean_fpr95(row: dict, threats: list[str]) -> float | None:
     """FPR95 averaged over the threat models (the criterion for choosing q, Appendix B.7)."""
     if not all(t in row for t in threats):
@@ -162,6 +240,7 @@ def suite_markdown(table: dict) -> str:
             f"{_minutes(s.get('evaluate'))} |"
         )
     lines += end_to_end_markdown(table)
+    lines += tradeoff_markdown(table)
     lines += ["", "Per OOD set (FPR95 / AUROC):", ""]
     lines += ["| method | OOD set | images | " + " | ".join(threats) + " |",
               "|---|---|---|" + "---|" * len(threats)]  # fmt: skip
@@ -226,3 +305,5 @@ def write_suite_reports(table: dict, results_dir: str, plots: bool = True) -> No
         f.write(suite_markdown(table))
     if plots:
         plot_fpr95(table, os.path.join(results_dir, "fpr95.png"))
+        if table.get("tradeoffs"):
+            plot_tradeoffs(table, os.path.join(results_dir, "tradeoff.png"))

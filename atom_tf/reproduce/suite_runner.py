@@ -3,6 +3,7 @@ so that every stage resumes on its own and a failure in one leaves the others' w
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -30,13 +31,14 @@ def stage_commands(
     entry_flags_dir: str = "",
 ) -> dict[str, list[str]]:  # fmt: skip
     """The training and evaluation command lines of an entry. The training reads the suite's
-    flagfile, the entry's flags, then `<entry_flags_dir>/<run>.flags` if that file exists (the
-    entry's batch sizes, schedule or pool sample for this suite's dataset)."""
+    flagfile, the entry's flags, then `<entry_flags_dir>/<run>.flags` (or the file the entry
+    names) if that file exists (the entry's batch sizes, schedule or pool sample for this
+    suite's dataset)."""
     run_dir = os.path.join(runs_dir, entry.run_name)
     train = [sys.executable, os.path.join(bin_dir, "train.py")]
     train += [f"--flagfile={train_flagfile}"] if train_flagfile else []
     train += [flag.replace("{runs_dir}", runs_dir) for flag in entry.train_flags]
-    own = os.path.join(entry_flags_dir, f"{entry.run_name}.flags") if entry_flags_dir else ""
+    own = os.path.join(entry_flags_dir, f"{entry.flags_file_name}.flags") if entry_flags_dir else ""
     train += [f"--flagfile={own}"] if own and os.path.isfile(own) else []
     train += [f"--output_dir={run_dir}"]
     evaluate = [sys.executable, os.path.join(bin_dir, "evaluate.py")]
@@ -135,7 +137,8 @@ def run_suite(
         evaluate = timings.values.get(entry.name, {}).get("evaluate")
         seconds[entry.name] = {k: v for k, v in (("train", train), ("evaluate", evaluate)) if v}
     dataset = source_label(next(iter(evaluations.values()))["dataset"])
-    table = combine(evaluations, seconds, dataset)
+    strengths = {e.name: dataclasses.asdict(e.strength) for e in entries if e.strength}
+    table = combine(evaluations, seconds, dataset, strengths)
     write_suite_reports(table, runs_dir, plots=plots)
     with open(os.path.join(runs_dir, "results.md")) as f:
         print(f"\n{f.read()}results in {runs_dir}")

@@ -111,7 +111,8 @@ def entry_of(path) -> str:
     """The command line a flagfile of configs/ is written for."""
     if path.name.startswith(("reproduce_", "select_quantile_")):
         return "reproduce.py"
-    return "evaluate.py" if path.stem.endswith(("evaluate", "validation")) else "train.py"
+    evaluation = path.stem.startswith("evaluate") or path.stem.endswith(("evaluate", "validation"))
+    return "evaluate.py" if evaluation else "train.py"
 
 
 def test_every_flagfile_in_configs_parses_with_its_command_line():

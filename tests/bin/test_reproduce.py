@@ -100,18 +100,21 @@ def test_reproduce_mistakes_are_one_line(tmp_path, tiny_suite):
         assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
 
 
-def test_entries_sharing_a_run_and_entry_flag_files(tmp_path):
+def entry_commands(flags_dir, files: dict[str, str]):
+    """The stage commands of an entry, by name, with these entry flag files in `flags_dir`."""
     from atom_tf.reproduce.suite import get_suite_entry
     from atom_tf.reproduce.suite_runner import stage_commands
 
-    (tmp_path / "sofl.flags").write_text("--out_batch=320\n")
-    (tmp_path / "standard.flags").write_text("--epochs=3\n")
+    for name, text in files.items():
+        (flags_dir / f"{name}.flags").write_text(text)
+    runs = str(flags_dir / "runs")
+    return lambda name: stage_commands(get_suite_entry(name), "t.flags", "e.flags", runs, "bin",
+                                       str(flags_dir))  # fmt: skip
+
+
+def test_entries_sharing_a_run_and_entry_flag_files(tmp_path):
+    commands = entry_commands(tmp_path, {"sofl": "--out_batch=320\n", "standard": "--epochs=3\n"})
     runs = str(tmp_path / "runs")
-
-    def commands(name):
-        return stage_commands(get_suite_entry(name), "t.flags", "e.flags", runs, "bin",
-                              str(tmp_path))  # fmt: skip
-
     odin, msp, sofl = commands("odin"), commands("msp"), commands("sofl")
     assert odin["train"] == msp["train"]  # one standard run, trained once
     assert f"--flagfile={tmp_path / 'standard.flags'}" in msp["train"]
@@ -125,10 +128,36 @@ def test_entries_sharing_a_run_and_entry_flag_files(tmp_path):
     assert not any("atom.flags" in c for c in commands("atom")["train"])  # none: nothing added
 
 
+def test_a_strength_sweep_reads_its_methods_flag_file_at_its_own_strength(tmp_path):
+    from atom_tf.reproduce.suite import get_suite_entry
+
+    commands = entry_commands(tmp_path, {"atom_adv": "--train_attack=fgsm_rs\n",
+                                         "aloe": "--epochs=2\n"})  # fmt: skip
+    runs = str(tmp_path / "runs")
+
+    def train(name):
+        return commands(name)["train"]
+
+    for name, flag, strength in (("atom_trades_beta3", "--trades_beta=3", 3),
+                                 ("atom_adv_eps2", f"--epsilon={2 / 255!r}", 2),
+                                 ("atom_adv", f"--epsilon={8 / 255!r}", 8)):  # fmt: skip
+        command = train(name)
+        assert flag in command and f"--init_from={runs}/atom" in command
+        assert command[-2] == f"--flagfile={tmp_path / 'atom_adv.flags'}"
+        assert get_suite_entry(name).strength.value == strength
+    assert f"--output_dir={runs}/atom_adv_eps2" in train("atom_adv_eps2")  # a run of its own
+    aloe, aloe4 = train("aloe"), train("aloe_eps4")
+    assert "--attack_steps=2" in aloe and "--attack_steps=2" not in aloe4  # as released at 1/255
+    assert float(aloe4[aloe4.index("--method=aloe") + 1].split("=")[1]) == 4 / 255
+    assert f"--flagfile={tmp_path / 'aloe.flags'}" in aloe4
+    assert get_suite_entry("atom_adv_label").strength is None  # a variant, not a strength
+
+
 @pytest.mark.parametrize(
     "name",
     [
         "reproduce_cifar10_cpu",
+        "reproduce_cifar10_cpu_end_to_end",
         "reproduce_table1_svhn",
         "reproduce_table1_cifar10",
         "reproduce_table1_cifar100",
@@ -141,10 +170,13 @@ def test_every_baseline_suite_flagfile_resolves(name):
     assert result.stdout.count(" train: ") == 10
 
 
-@pytest.mark.parametrize("name", ["reproduce_cifar10_cpu", "reproduce_table1_cifar10"])
+@pytest.mark.parametrize(
+    "name",
+    ["reproduce_cifar10_cpu", "reproduce_cifar10_cpu_end_to_end", "reproduce_table1_cifar10"],
+)
 def test_the_in_distribution_attack_entries_resolve(name):
     result = run([f"--flagfile=configs/{name}.flags", "--dry_run",
                   "--suite=atom,oe,aloe,aoe,aloe_eps8,aoe_eps8,atom_adv,atom_adv_label,"
-                  "atom_adv_ood,atom_trades"])  # fmt: skip
+                  "atom_adv_ood,atom_trades,atom_adv_eps2,aloe_eps4,atom_trades_beta12"])  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--method=atom_trades" in result.stdout and "--in_objective=ood" in result.stdout

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from atom_tf.reproduce.suite_report import combine, mean_fpr95, suite_markdown, write_suite_reports
+from atom_tf.reproduce.suite_report import (
+    combine,
+    mean_fpr95,
+    suite_markdown,
+    tradeoffs,
+    write_suite_reports,
+)
 
 
 def evaluation(method: str, fpr: dict[str, float]) -> dict:
@@ -71,3 +77,36 @@ def test_the_end_to_end_table_is_atds_layout_with_what_the_ensemble_adds():
     markdown = suite_markdown(table)
     row = "| atom | all | ensemble | 99.00 | 60.00 | 70.00 | 20.00 | 55.00 | 70.00 | +15.00 / -10.00 (vs pgd) |"
     assert row in markdown and "| atom | near | ensemble |" in markdown
+
+
+def test_a_strength_sweep_gives_the_trade_off_in_order_of_strength(tmp_path):
+    def swept(accuracy, natural, both):
+        results = evaluation("atom_trades", {"natural": natural})
+        results["in_distribution"]["accuracy"] = accuracy
+        if both is not None:  # an evaluation with the end-to-end threats
+            per = {"natural": {"fpr95": natural, "auroc": 99.0, "images": 5},
+                   "linf_both": {"fpr95": 90.0, "auroc": both, "images": 5}}  # fmt: skip
+            results.update(average=per, ood={"letters": per})
+            results["settings"].update(end_to_end_attack="ensemble", attack={"attack": "pgd"})
+        return results
+
+    evaluations = {"atom_trades": swept(70.0, 12.0, 30.0), "beta1": swept(78.0, 8.0, 5.0),
+                   "beta12": swept(61.0, 20.0, None), "atom": evaluation("atom", {"natural": 3.0}),
+                   "eps2": evaluation("atom_adv", {"natural": 3.0})}  # fmt: skip
+    strengths = {"atom_trades": {"method": "atom_trades", "setting": "beta", "value": 6},
+                 "beta1": {"method": "atom_trades", "setting": "beta", "value": 1},
+                 "beta12": {"method": "atom_trades", "setting": "beta", "value": 12},
+                 "eps2": {"method": "atom_adv", "setting": "eps", "value": 2}}  # fmt: skip
+    table = combine(evaluations, {}, "cifar10", strengths)
+    assert list(table["tradeoffs"]) == ["atom_trades"]  # atom_adv has one point: no sweep
+    sweep = table["tradeoffs"]["atom_trades"]
+    assert [p["entry"] for p in sweep["points"]] == ["beta1", "atom_trades", "beta12"]
+    assert [p["in_out_auroc"] for p in sweep["points"]] == [5.0, 30.0, None]
+    assert [p["natural_fpr95"] for p in sweep["points"]] == [8.0, 12.0, 20.0]
+    assert tradeoffs(table["rows"]) == table["tradeoffs"]
+    markdown = suite_markdown(table)
+    assert "| 6 | atom_trades | 70.00 | 12.00 | 30.00 |" in markdown
+    assert "| 12 | beta12 | 61.00 | 20.00 | – |" in markdown
+    write_suite_reports(table, str(tmp_path))
+    assert (tmp_path / "tradeoff.png").stat().st_size > 0
+    assert combine(evaluations, {}, "cifar10")["tradeoffs"] == {}  # no strengths: no sweep
