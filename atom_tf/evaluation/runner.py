@@ -92,6 +92,13 @@ def winner_counts(winners: np.ndarray, which: str) -> dict[str, int]:
     return {names[v]: int(c) for v, c in zip(values, counts, strict=True)}
 
 
+def record_seconds(results: dict, label: str, side: str, records: dict) -> None:
+    """results["seconds"][label][side]: the wall seconds a set's scores under a threat took
+    (once per side: linf_both reuses linf_out's), where they were measured."""
+    if "seconds" in records:
+        results.setdefault("seconds", {}).setdefault(label, {})[side] = float(records["seconds"])
+
+
 def attack_shares(winners: np.ndarray) -> dict[str, float]:
     """The share (%) of images each member of the attack ensemble won ('clean': none beat the
     clean image)."""
@@ -332,7 +339,8 @@ def in_distribution_subset(count: int, max_images: int | None, seed: int) -> np.
 
 def cached_scores(path: str, key: str, count: int, compute: Callable[[], tuple[np.ndarray, dict]],
                   what: str, verbose: bool) -> tuple[np.ndarray, dict]:  # fmt: skip
-    """Scores saved at `path` under `key`, else `compute()`d and saved with that key."""
+    """Scores saved at `path` under `key`, else `compute()`d and saved with that key and the
+    wall seconds they took (records["seconds"], also when read back)."""
     found = saved_scores(path, key, count)
     if found is not None:
         if verbose:
@@ -340,9 +348,10 @@ def cached_scores(path: str, key: str, count: int, compute: Callable[[], tuple[n
         return found
     start = time.perf_counter()
     scores, records = compute()
+    records = {**records, "seconds": np.float64(time.perf_counter() - start)}
     save_npz_atomic(path, scores=scores, key=np.array(key), **records)
     if verbose:
-        print(f"{what}: {len(scores):,} images in {time.perf_counter() - start:.1f} s")
+        print(f"{what}: {len(scores):,} images in {float(records['seconds']):.1f} s")
     return scores, records
 
 
@@ -433,6 +442,7 @@ def evaluate(
         results["in_distribution"]["attacked"] = attacked_summary(
             in_scores, *attacked_in, threshold, settings.attack_for("linf_in").attack
         )
+        record_seconds(results, "in_distribution", "linf_in", attacked_in[1])
     for set_name, label in zip(settings.ood_sets, labels, strict=True):
         shared: dict = {}
         known: dict = {}  # the set's scores by key, read or computed once in this evaluation
@@ -450,6 +460,7 @@ def evaluate(
                     f"{label} / {side}", verbose,
                 )  # fmt: skip
             scores, records = known[key]
+            record_seconds(results, label, side, records)
             what = f"{label} / {threat}"
             if threat in END_TO_END:
                 attacked = attacked_in[0] if threat in IN_ATTACKED else None

@@ -82,6 +82,27 @@ def end_to_end_row(results: dict) -> dict:
         "attack": results["settings"].get("end_to_end_attack"),
         "pgd_attack": results["settings"]["attack"].get("attack", "pgd"),
         "in_distribution": results["in_distribution"].get("attacked"),
+        **attack_seconds(results),
+    }}  # fmt: skip
+
+
+def attack_seconds(results: dict) -> dict:
+    """{'seconds': ...}: the wall seconds and images of linf's attack (the OOD sets) and of the
+    end-to-end attacks (the in-distribution subset towards OOD, the OOD sets under linf_out),
+    where the evaluation measured all of them."""
+    seconds, ood = results.get("seconds", {}), results["ood"]
+    attacked_in = results["in_distribution"].get("attacked") or {}
+    try:
+        linf = sum(seconds[label]["linf"] for label in ood)
+        out = sum(seconds[label]["linf_out"] for label in ood)
+        in_side = seconds["in_distribution"]["linf_in"]
+    except KeyError:  # a threat not run, or scores cached before seconds were recorded
+        return {}
+    return {"seconds": {
+        "linf": linf, "linf_images": sum(ood[label]["linf"]["images"] for label in ood),
+        "end_to_end": in_side + out,
+        "end_to_end_images": attacked_in.get("images", 0)
+        + sum(ood[label]["linf_out"]["images"] for label in ood),
     }}  # fmt: skip
 
 
@@ -115,6 +136,17 @@ def end_to_end_markdown(table: dict) -> list[str]:
                 f"{cell(out, 'fpr95_clean_threshold')} | "
                 f"{'–' if rejected is None else f'{rejected:.2f}'} | {gain} |"
             )
+    timed = {n: e2e["seconds"] for n, e2e in rows.items() if "seconds" in e2e}
+    if timed:
+        lines += ["", "Wall time of the attacks: the end-to-end ones (In and Out sides) against "
+                  "linf's on the OOD sets, and per attacked image.", "",
+                  "| method | end-to-end s (images) | linf s (images) | per image, end-to-end / "
+                  "linf |", "|---|---|---|---|"]  # fmt: skip
+        for name, t in timed.items():
+            per = (t["end_to_end"] / max(t["end_to_end_images"], 1)) / (
+                t["linf"] / max(t["linf_images"], 1))  # fmt: skip
+            lines.append(f"| {name} | {t['end_to_end']:.0f} ({t['end_to_end_images']}) | "
+                         f"{t['linf']:.0f} ({t['linf_images']}) | {per:.1f}x |")  # fmt: skip
     return lines
 
 

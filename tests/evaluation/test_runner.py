@@ -320,9 +320,12 @@ def test_the_end_to_end_threats_leave_every_existing_number_and_share_their_scor
     markdown = (tmp_path / "e2e" / "results.md").read_text()
     assert "AUROC In+Out" in markdown and "near: letters" in markdown
     assert (tmp_path / "e2e" / "scores_linf_in.png").stat().st_size > 1000
+    seconds = results["seconds"]  # measured once per side, kept with the scores
+    assert set(seconds) == {"in_distribution", *sets} and seconds["in_distribution"]["linf_in"] > 0
+    assert all(set(seconds[label]) == {"natural", "linf", "linf_out"} for label in sets)
     capsys.readouterr()
     again = evaluate(run_dir, out, settings)
-    assert again["ood"] == results["ood"]
+    assert again["ood"] == results["ood"] and again["seconds"] == seconds
     # 2 sets x 3 OOD sides (natural, linf, linf_out) + the attacked in-distribution subset
     assert capsys.readouterr().out.count("not recomputed") == 7
     # another end-to-end attack changes linf_out, never linf; in the same folder

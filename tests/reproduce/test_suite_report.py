@@ -72,7 +72,12 @@ def test_the_end_to_end_table_is_atds_layout_with_what_the_ensemble_adds():
     results.update(average=per, ood={"letters": per}, average_by_group={"near": per})
     results["settings"].update(end_to_end_attack="ensemble", attack={"attack": "pgd"})
     results["in_distribution"]["attacked"] = {"rejected": 70.0, "images": 24}
-    table = combine({"atom": results}, {}, "cifar10")
+    timed = {**results, "seconds": {"in_distribution": {"linf_in": 30.0},
+                                    "letters": {"linf": 2.0, "linf_out": 50.0}}}  # fmt: skip
+    table = combine({"atom": results, "timed": timed}, {}, "cifar10")
+    assert "seconds" not in table["rows"]["atom"]["end_to_end"]  # not measured: no column
+    # 80 s for 24 + 5 images against 2 s for 5: (80 / 29) / (2 / 5) = 6.9x per image
+    assert "| timed | 80 (29) | 2 (5) | 6.9x |" in suite_markdown(table)
     assert table["threats"] == ["natural", "linf"]  # the end-to-end ones have their own table
     markdown = suite_markdown(table)
     row = "| atom | all | ensemble | 99.00 | 60.00 | 70.00 | 20.00 | 55.00 | 70.00 | +15.00 / -10.00 (vs pgd) |"
