@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import tensorflow as tf
 from keras import layers
 
-from atom_tf.cpu import onednn_enabled
+from atom_tf.cpu import cpu_features, onednn_enabled
 
 
 # PyTorch reference models: kaiming normal (fan_out) convolutions, BN eps 1e-5 / momentum 0.1.
@@ -65,6 +67,57 @@ def _depthwise_scaling(inputs) -> bool:
     )
 
 
+def _scale_and_offset(inputs, scale, offset):
+    """inputs · scale + offset per channel, as oneDNN's fused 1×1 depthwise convolution plus
+    offset (one pass, and the following ReLU fused in too)."""
+    kernel = tf.reshape(scale, [1, 1, -1, 1])
+    return tf.nn.bias_add(tf.nn.depthwise_conv2d(inputs, kernel, [1, 1, 1, 1], "VALID"), offset)
+
+
+# oneDNN's training batch norm is fast on channel counts that fill its blocked layout (16
+# floats on AVX-512) and about twice as slow otherwise (bench/batch_norm.py), as on most of
+# DenseNet's concatenations (24 + 12 k channels).
+BLOCKED_CHANNELS = 16
+
+
+@functools.cache
+def _avx512() -> bool:
+    features = cpu_features()
+    return bool(features and features["avx512f"])
+
+
+def _own_training_batch_norm(inputs) -> bool:
+    """Whether training-mode batch norm takes `_batch_norm_training` instead of oneDNN's own
+    kernel: where that kernel is slow (channels not a multiple of BLOCKED_CHANNELS), on the
+    AVX-512 CPUs where this was measured."""
+    return bool(inputs.shape[-1] % BLOCKED_CHANNELS) and _avx512() and _depthwise_scaling(inputs)
+
+
+def _batch_norm_training(inputs, gamma, beta, epsilon: float):
+    """Training-mode batch norm for oneDNN's CPU kernels where its own is slow (channels not a
+    multiple of BLOCKED_CHANNELS): (outputs, batch mean, biased batch variance). The forward
+    pass is the statistics (two passes) and one fused scale-offset(-ReLU) pass; the gradient is
+    TensorFlow's fused batch-norm gradient, given the same statistics."""
+
+    @tf.custom_gradient
+    def normalize(x, gamma, beta):
+        mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+        scale = gamma * tf.math.rsqrt(variance + epsilon)
+        outputs = _scale_and_offset(x, scale, beta - mean * scale)
+
+        def gradient(upstream, *_):  # the statistics feed the moving averages, no loss
+            dx, dgamma, dbeta, _, _ = tf.raw_ops.FusedBatchNormGradV3(
+                y_backprop=upstream, x=x, scale=gamma, reserve_space_1=mean,
+                reserve_space_2=variance, reserve_space_3=tf.zeros([0]), epsilon=epsilon,
+                data_format="NHWC", is_training=True,
+            )  # fmt: skip
+            return dx, dgamma, dbeta
+
+        return (outputs, mean, variance), gradient
+
+    return normalize(inputs, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta))
+
+
 @keras.saving.register_keras_serializable("atom_tf")
 class FusedBatchNorm(layers.Layer):
     """Batch normalisation over the last axis with TensorFlow's fused kernel, PyTorch semantics.
@@ -116,13 +169,17 @@ class FusedBatchNorm(layers.Layer):
                 # The same products and sums as below, but oneDNN runs scale, offset and a
                 # following ReLU as one pass over the tensor instead of three (the attacks'
                 # and the scorers' forward passes; bench/profile_step.py)
-                kernel = tf.reshape(scale, [1, 1, -1, 1])
-                scaled = tf.nn.depthwise_conv2d(inputs, kernel, [1, 1, 1, 1], "VALID")
-                return tf.nn.bias_add(scaled, offset)
+                return _scale_and_offset(inputs, scale, offset)
             return inputs * scale + offset
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             outputs, mean, variance = self._synchronized(inputs)
+        elif _own_training_batch_norm(inputs):
+            outputs, mean, variance = _batch_norm_training(
+                inputs, self.gamma, self.beta, self.epsilon
+            )
+            count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+            variance = variance * count / tf.maximum(count - 1, 1)  # unbiased, as below
         else:
             outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
                 inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True

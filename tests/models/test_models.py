@@ -112,3 +112,58 @@ def test_inference_batch_norm_on_onednn_equals_the_plain_multiply_add(rng, monke
     for ours in (fast, xla):
         np.testing.assert_allclose(ours[0], plain[0], rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(ours[1], plain[1], rtol=1e-6, atol=1e-6)
+
+
+def test_training_batch_norm_on_onednn_equals_the_fused_kernel(rng, monkeypatch):
+    """Training batch norm where oneDNN runs and its own kernel is slow (channels not a multiple
+    of 16: statistics, then the fused scale-offset pass, and TensorFlow's fused gradient) gives
+    the fused kernel's outputs, input and parameter gradients and moving statistics, which
+    match a float64 computation by hand."""
+    import tensorflow as tf
+
+    from atom_tf.models import layers
+
+    x = tf.constant((rng.normal(size=(6, 8, 8, 5)) * 2 + 0.7).astype(np.float32))
+    weights = np.arange(1.0, 6.0, dtype=np.float32)
+
+    def train_step(fast: bool):
+        monkeypatch.setattr(layers, "_depthwise_scaling", lambda t: fast)
+        layer = layers.FusedBatchNorm(momentum=0.9, epsilon=1e-5)
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 1.5, 5).astype(np.float32))
+        layer.beta.assign(np.linspace(-0.2, 0.2, 5).astype(np.float32))
+
+        @tf.function
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.nn.relu(layer(x, training=True))
+                loss = tf.reduce_sum(y * weights * y)
+            return [y, *tape.gradient(loss, [x, layer.gamma, layer.beta])]
+
+        out = [np.asarray(t) for t in run(x)]
+        return out, np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)
+
+    monkeypatch.setattr(layers, "_avx512", lambda: True)  # where the choice was measured
+    taken = []
+    own = layers._batch_norm_training
+    monkeypatch.setattr(layers, "_batch_norm_training", lambda *a: taken.append(1) or own(*a))
+    fast, fast_mean, fast_var = train_step(True)
+    fused, fused_mean, fused_var = train_step(False)
+    assert len(taken) == 1  # the oneDNN path, only where oneDNN runs
+    monkeypatch.setattr(layers, "_depthwise_scaling", lambda t: True)
+    blocked = layers.FusedBatchNorm()  # 16 channels: oneDNN's own kernel is the fast one there
+    blocked(tf.ones((2, 4, 4, layers.BLOCKED_CHANNELS)), training=True)
+    assert len(taken) == 1
+    for ours, theirs in zip(fast, fused, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast_mean, fused_mean, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fast_var, fused_var, rtol=1e-6)
+    x64 = np.asarray(x, np.float64)
+    mean, var = x64.mean((0, 1, 2)), x64.var((0, 1, 2))
+    expected = np.maximum((x64 - mean) / np.sqrt(var + 1e-5) * np.linspace(0.5, 1.5, 5)
+                          + np.linspace(-0.2, 0.2, 5), 0)  # fmt: skip
+    np.testing.assert_allclose(fast[0], expected, atol=1e-5)
+    np.testing.assert_allclose(fast_mean, 0.1 * mean, rtol=1e-5)  # moved 0.1 of the way from 0
+    np.testing.assert_allclose(fast_var, 0.9 + 0.1 * var * x64[..., 0].size / (x64[..., 0].size - 1),
+                               rtol=1e-5)  # fmt: skip

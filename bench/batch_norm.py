@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""Training-mode batch norm + ReLU (forward and backward) on CPU: oneDNN's fused kernel
+against atom_tf's own path (statistics, one fused scale-offset-ReLU pass, the fused gradient),
+per channel count, and optionally the ATOM training step with each, alternating in one process
+(the machines are noisy: only ratios from one run compare).
+
+oneDNN's kernel is fast where the channels fill its blocked layout (multiples of 16 on
+AVX-512) and slow elsewhere; atom_tf takes its own path only there (channels not a multiple of
+`atom_tf.models.layers.BLOCKED_CHANNELS`), on AVX-512 CPUs (where this was measured). The
+shapes are DenseNet-BC-100's (64 + 128 images of 32×32, 24 + 12 k channels) and the
+bottleneck's 48.
+
+    python bench/batch_norm.py [--channels=48,60,64,120,128,136,216] [--step_model=densenet_bc_100]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import atom_tf  # noqa: F401  (chooses oneDNN before TensorFlow is imported)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import time
+
+import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("channels", ["48", "60", "64", "120", "128", "136", "216"], "Channel counts.")
+flags.DEFINE_integer("batch", 192, "Images per batch.")
+flags.DEFINE_integer("size", 32, "Height and width.")
+flags.DEFINE_integer("rounds", 7, "Alternating timed rounds per shape (the median is kept).")
+flags.DEFINE_string("step_model", "", "Also time the ATOM step of this network with each kernel.")
+flags.DEFINE_integer("step_rounds", 3, "Alternating rounds of --step_steps ATOM steps.")
+flags.DEFINE_integer("step_steps", 2, "ATOM steps per round.")
+
+
+def kernels():
+    """{name: training batch-norm function} (atom_tf's path and oneDNN's fused kernel)."""
+    import tensorflow as tf
+
+    from atom_tf.models import layers
+
+    def onednn(inputs, gamma, beta, epsilon):
+        return tf.compat.v1.nn.fused_batch_norm(
+            inputs, gamma, beta, epsilon=epsilon, is_training=True
+        )
+
+    return {"atom_tf": layers._batch_norm_training, "onednn": onednn}
+
+
+def with_kernel(kernel, build):
+    """`build()` traced with `kernel` as the training batch norm for every channel count."""
+    from atom_tf.models import layers
+
+    saved = (layers._batch_norm_training, layers._own_training_batch_norm)
+    layers._batch_norm_training = kernel
+    layers._own_training_batch_norm = layers._depthwise_scaling  # every channel count
+    try:
+        return build()
+    finally:
+        layers._batch_norm_training, layers._own_training_batch_norm = saved
+
+
+def alternate(functions: dict, rounds: int) -> dict[str, float]:
+    """Median seconds of each function, called in alternating order."""
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for r in range(rounds):
+        for name in list(functions)[:: 1 if r % 2 else -1]:
+            start = time.perf_counter()
+            functions[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def layer_step(channels: int):
+    """A compiled forward + backward of FusedBatchNorm + ReLU in training mode."""
+    import tensorflow as tf
+
+    from atom_tf.models.layers import FusedBatchNorm
+
+    shape = (FLAGS.batch, FLAGS.size, FLAGS.size, channels)
+    x = tf.constant(np.random.default_rng(0).random(shape, np.float32))
+    layer = FusedBatchNorm()
+    layer.build(shape)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.nn.relu(layer(x, training=True))
+            loss = tf.reduce_sum(y * y)
+        return tape.gradient(loss, [x, layer.gamma, layer.beta])[0]
+
+    step()
+    return lambda: step().numpy()
+
+
+def atom_step(model: str):
+    """FLAGS.step_steps ATOM training steps of bench/train_step.py's setting, compiled."""
+    from bench.timing import train_step_model
+
+    fitted, data = train_step_model(model, "atom", jit=False)
+    fitted.fit(data, epochs=1, steps_per_epoch=1, verbose=0)
+    return lambda: fitted.fit(data, epochs=1, steps_per_epoch=FLAGS.step_steps, verbose=0)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from atom_tf.cpu import onednn_state
+    from atom_tf.models.layers import BLOCKED_CHANNELS
+
+    print(f"{onednn_state()}; atom_tf's path where channels % {BLOCKED_CHANNELS} != 0 "
+          "(on AVX-512 CPUs)", flush=True)  # fmt: skip
+    for channels in (int(c) for c in FLAGS.channels):
+        seconds = alternate({name: with_kernel(k, lambda c=channels: layer_step(c))
+                             for name, k in kernels().items()}, FLAGS.rounds)  # fmt: skip
+        print(f"BN+ReLU train [{FLAGS.batch}, {FLAGS.size}, {FLAGS.size}, {channels}]: "
+              f"oneDNN {1e3 * seconds['onednn']:.1f} ms, atom_tf {1e3 * seconds['atom_tf']:.1f} "
+              f"ms, oneDNN / atom_tf {seconds['onednn'] / seconds['atom_tf']:.2f}"
+              f"{'' if channels % BLOCKED_CHANNELS else '  (blocked: oneDNN used)'}", flush=True)  # fmt: skip
+    if FLAGS.step_model:
+        steps = {"onednn": with_kernel(kernels()["onednn"], lambda: atom_step(FLAGS.step_model)),
+                 "atom_tf": atom_step(FLAGS.step_model)}  # the shipped choice per layer  # fmt: skip
+        seconds = alternate(steps, FLAGS.step_rounds)
+        per = {name: s / FLAGS.step_steps for name, s in seconds.items()}
+        print(f"ATOM step {FLAGS.step_model}: oneDNN everywhere {per['onednn']:.2f} s, "
+              f"atom_tf's choice per layer {per['atom_tf']:.2f} "
+              f"s, ratio {per['onednn'] / per['atom_tf']:.3f}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    app.run(main)
