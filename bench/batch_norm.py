@@ -34,8 +34,8 @@ flags.DEFINE_integer("batch", 192, "Images per batch.")
 flags.DEFINE_integer("size", 32, "Height and width.")
 flags.DEFINE_integer("rounds", 7, "Alternating timed rounds per shape (the median is kept).")
 flags.DEFINE_string("step_model", "", "Also time the ATOM step of this network with each kernel.")
-flags.DEFINE_integer("step_rounds", 3, "Alternating rounds of --step_steps ATOM steps.")
-flags.DEFINE_integer("step_steps", 2, "ATOM steps per round.")
+flags.DEFINE_integer("step_rounds", 2, "Alternating rounds of --step_steps timed ATOM steps.")
+flags.DEFINE_integer("step_steps", 3, "Timed ATOM steps per round (each round's first is untimed).")
 
 
 def kernels():
@@ -66,13 +66,14 @@ def with_kernel(kernel, build):
 
 
 def alternate(functions: dict, rounds: int) -> dict[str, float]:
-    """Median seconds of each function, called in alternating order."""
+    """Median seconds of each function, called in alternating order (a function may return its
+    own list of timings, e.g. per training step, which then stand for it)."""
     times: dict[str, list[float]] = {name: [] for name in functions}
     for r in range(rounds):
         for name in list(functions)[:: 1 if r % 2 else -1]:
             start = time.perf_counter()
-            functions[name]()
-            times[name].append(time.perf_counter() - start)
+            own = functions[name]()
+            times[name] += own if isinstance(own, list) else [time.perf_counter() - start]
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
@@ -100,12 +101,25 @@ def layer_step(channels: int):
 
 
 def atom_step(model: str):
-    """FLAGS.step_steps ATOM training steps of bench/train_step.py's setting, compiled."""
+    """bench/train_step.py's ATOM training step, compiled: a call runs FLAGS.step_steps + 1
+    steps in one `fit` and returns the seconds between the ends of consecutive steps."""
+    import keras
+
     from bench.timing import train_step_model
 
     fitted, data = train_step_model(model, "atom", jit=False)
     fitted.fit(data, epochs=1, steps_per_epoch=1, verbose=0)
-    return lambda: fitted.fit(data, epochs=1, steps_per_epoch=FLAGS.step_steps, verbose=0)
+
+    def steps() -> list[float]:
+        stamps: list[float] = []
+        timer = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs=None: stamps.append(time.perf_counter())
+        )
+        fitted.fit(data, epochs=1, steps_per_epoch=FLAGS.step_steps + 1, verbose=0,
+                   callbacks=[timer])  # fmt: skip
+        return list(np.diff(stamps))
+
+    return steps
 
 
 def main(argv: list[str]) -> None:
@@ -126,10 +140,9 @@ def main(argv: list[str]) -> None:
         steps = {"onednn": with_kernel(kernels()["onednn"], lambda: atom_step(FLAGS.step_model)),
                  "atom_tf": atom_step(FLAGS.step_model)}  # the shipped choice per layer  # fmt: skip
         seconds = alternate(steps, FLAGS.step_rounds)
-        per = {name: s / FLAGS.step_steps for name, s in seconds.items()}
-        print(f"ATOM step {FLAGS.step_model}: oneDNN everywhere {per['onednn']:.2f} s, "
-              f"atom_tf's choice per layer {per['atom_tf']:.2f} "
-              f"s, ratio {per['onednn'] / per['atom_tf']:.3f}", flush=True)  # fmt: skip
+        print(f"ATOM step {FLAGS.step_model} (median): oneDNN everywhere {seconds['onednn']:.2f} "
+              f"s, atom_tf's choice per layer {seconds['atom_tf']:.2f} s, ratio "
+              f"{seconds['onednn'] / seconds['atom_tf']:.3f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
