@@ -118,6 +118,12 @@ def _batch_norm_training(inputs, gamma, beta, epsilon: float):
     return normalize(inputs, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta))
 
 
+def _unbiased(variance, count):
+    """The batch variance over `count` values with Bessel's correction (PyTorch's running_var)."""
+    count = tf.cast(count, tf.float32)
+    return variance * count / tf.maximum(count - 1, 1)
+
+
 @keras.saving.register_keras_serializable("atom_tf")
 class FusedBatchNorm(layers.Layer):
     """Batch normalisation over the last axis with TensorFlow's fused kernel, PyTorch semantics.
@@ -158,7 +164,7 @@ class FusedBatchNorm(layers.Layer):
         mean = total / count
         variance = context.all_reduce(sum_op, tf.reduce_sum(tf.square(x - mean), axes)) / count
         outputs = (x - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta
-        return tf.cast(outputs, inputs.dtype), mean, variance * count / tf.maximum(count - 1, 1)
+        return tf.cast(outputs, inputs.dtype), mean, _unbiased(variance, count)
 
     def call(self, inputs, training=None):
         if not training:
@@ -178,8 +184,7 @@ class FusedBatchNorm(layers.Layer):
             outputs, mean, variance = _batch_norm_training(
                 inputs, self.gamma, self.beta, self.epsilon
             )
-            count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
-            variance = variance * count / tf.maximum(count - 1, 1)  # unbiased, as below
+            variance = _unbiased(variance, tf.reduce_prod(tf.shape(inputs)[:-1]))
         else:
             outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
                 inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True
