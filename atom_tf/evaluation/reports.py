@@ -52,7 +52,8 @@ def markdown_table(results: dict) -> str:
               f"{', adaptive objective' if a['adaptive'] else ''}{square}"
               f"{end_to_end_attack(results)}."]  # fmt: skip
     for table in (end_to_end_table(results), group_table(results), winners_table(results),
-                  attack_winners_table(results), robustness_table(results)):  # fmt: skip
+                  attack_winners_table(results), attack_cost_table(results),
+                  robustness_table(results)):  # fmt: skip
         if table:
             lines += ["", table]
     return "\n".join(lines) + "\n"
@@ -170,6 +171,26 @@ def attack_winners_table(results: dict) -> str:
         lines.append(
             f"| {label} | {threat} | " + " | ".join(f"{shares[n]:.1f}" for n in names) + " |"
         )
+    return "\n".join(lines)
+
+
+def attack_cost_table(results: dict) -> str:
+    """What each member of the attack ensemble cost, per attacked side: the images it attacked
+    (fewer than all where the early stop settled them) and its wall seconds."""
+    rows = [(label, side, cost) for label, per_set in results.get("attack_cost", {}).items()
+            for side, cost in per_set.items()]  # fmt: skip
+    attacked_in = results["in_distribution"].get("attacked") or {}
+    if "attack_cost" in attacked_in:
+        rows.insert(0, ("in-distribution", "linf_in", attacked_in["attack_cost"]))
+    if not rows:
+        return ""
+    names = list(rows[0][2])
+    lines = ["What each attack of the ensemble cost: images attacked / wall seconds (an image "
+             "settled past every score of the other side is attacked no further):", "",
+             "| images | attack | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
+    for label, side, cost in rows:
+        cells = " | ".join(f"{cost[n]['images']} / {cost[n]['seconds']:.1f}" for n in names)
+        lines.append(f"| {label} | {side} | {cells} |")
     return "\n".join(lines)
 
 

@@ -80,6 +80,8 @@ def attacked_summary(in_scores: np.ndarray, attacked: np.ndarray, records: dict,
     }  # fmt: skip
     if "attack_winners" in records:
         summary["attack_winners"] = attack_shares(records["attack_winners"])
+    if "attack_member_images" in records:
+        summary["attack_cost"] = attack_cost(records)
     return summary
 
 
@@ -97,6 +99,14 @@ def record_seconds(results: dict, label: str, side: str, records: dict) -> None:
     (once per side: linf_both reuses linf_out's), where they were measured."""
     if "seconds" in records:
         results.setdefault("seconds", {}).setdefault(label, {})[side] = float(records["seconds"])
+
+
+def attack_cost(records: dict) -> dict[str, dict[str, float]]:
+    """Per member of the attack ensemble: the images it attacked (fewer than all where the
+    ensemble stopped early) and the wall seconds it took."""
+    return {name: {"images": int(n), "seconds": float(t)} for name, n, t in
+            zip(ENSEMBLE, records["attack_member_images"], records["attack_member_seconds"],
+                strict=True)}  # fmt: skip
 
 
 def attack_shares(winners: np.ndarray) -> dict[str, float]:
@@ -182,6 +192,11 @@ class EvalSettings:
             return dataclasses.replace(self.attack, attack=self.end_to_end_attack)
         return self.attack
 
+    def stops_early(self, threat: str) -> bool:
+        """Whether the attack of `threat` is the ensemble with its exact early stop."""
+        attack = self.attack_for(threat)
+        return attack.attack == "ensemble" and attack.early_stop
+
     def identity(self) -> dict:
         """What determines the saved scores (the list of sets/threats may grow freely; what
         only the end-to-end threats read is in each of their scores' keys)."""
@@ -253,20 +268,23 @@ def saved_scores(path: str, key: str, count: int) -> tuple[np.ndarray, dict] | N
 
 
 def score_key(state, detector: Detector, set_name: str, images: np.ndarray, threat: str,
-              settings: EvalSettings) -> str:  # fmt: skip
-    """What a set's scores under a threat depend on."""
+              settings: EvalSettings, final_gain: float | None = None) -> str:  # fmt: skip
+    """What a set's scores under a threat depend on (where the ensemble stops early, the gain
+    it stops at: it depends on the other side's clean scores)."""
+    stop = {} if final_gain is None else {"final_gain": final_gain}
     return digest_of({
         "weights": state.weights_sha256, "numerics": state.numerics,
         "scorer": detector.scorer.name, "params": detector.scorer_params, "attack": settings.attack_for(threat).identity(),
         "threat": threat, "set": resolved_set_name(set_name),
-        "images": sha256_of_arrays(images), "seed": settings.seed,
+        "images": sha256_of_arrays(images), "seed": settings.seed, **stop,
     })  # fmt: skip
 
 
 def threat_context(detector: Detector, settings: EvalSettings, verbose: bool,
                    shared: dict | None = None, compiled: dict | None = None,
-                   threat: str = "linf") -> ThreatContext:  # fmt: skip
-    """What a threat model needs of the detector and the settings (the attack `threat` uses)."""
+                   threat: str = "linf", final_gain: float | None = None) -> ThreatContext:  # fmt: skip
+    """What a threat model needs of the detector and the settings (the attack `threat` uses,
+    stopping at `final_gain`)."""
     return ThreatContext(
         logits_fn=detector.scorer.attack_outputs or detector.logits,
         scorer=detector.scorer,
@@ -280,6 +298,7 @@ def threat_context(detector: Detector, settings: EvalSettings, verbose: bool,
         shared={} if shared is None else shared,
         compiled={} if compiled is None else compiled,
         strategy=detector.strategy,
+        final_gain=final_gain,
     )
 
 
@@ -320,11 +339,12 @@ def ood_scores(
     verbose: bool,
     shared: dict | None = None,
     compiled: dict | None = None,
+    final_gain: float | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Detection scores of OOD images after the threat model, and what the threat recorded
     per image (e.g. the winning corruption). `shared` carries results between the threat
     models of one image set (the compositional threat reuses the corruption search)."""
-    ctx = threat_context(detector, settings, verbose, shared, compiled, threat)
+    ctx = threat_context(detector, settings, verbose, shared, compiled, threat, final_gain)
     shown = get_threat(threat)(as_unit_float(images), ctx)
     return detector.score(shown), ctx.records
 
@@ -356,16 +376,19 @@ def cached_scores(path: str, key: str, count: int, compute: Callable[[], tuple[n
 
 
 def attacked_in_scores(detector: Detector, state, x_test: np.ndarray, settings: EvalSettings,
-                       results_dir: str, verbose: bool, compiled: dict) -> tuple[np.ndarray, dict]:  # fmt: skip
+                       results_dir: str, verbose: bool, compiled: dict,
+                       final_gain: float | None = None) -> tuple[np.ndarray, dict]:  # fmt: skip
     """Detection scores of the in-distribution subset under the L∞ attack towards OOD (the
-    attack of `linf_in`), kept in scores/in_distribution__linf_in.npz with the subset's
-    indices; reused while the weights, scorer, attack, subset and seed are unchanged."""
+    attack of `linf_in`, stopping at `final_gain`), kept in
+    scores/in_distribution__linf_in.npz with the subset's indices; reused while the weights,
+    scorer, attack, subset, seed and final gain are unchanged."""
     indices = in_distribution_subset(len(x_test), settings.max_in_images, settings.seed)
     subset = x_test[indices]
-    key = score_key(state, detector, "in_distribution", subset, "linf_in", settings)
+    key = score_key(state, detector, "in_distribution", subset, "linf_in", settings, final_gain)
 
     def compute() -> tuple[np.ndarray, dict]:
-        ctx = threat_context(detector, settings, verbose, compiled=compiled, threat="linf_in")
+        ctx = threat_context(detector, settings, verbose, compiled=compiled, threat="linf_in",
+                             final_gain=final_gain)  # fmt: skip
         shown = attack_in_distribution(as_unit_float(subset), ctx)
         return detector.score(shown), {**ctx.records, "indices": indices}
 
@@ -435,31 +458,44 @@ def evaluate(
     save_npz_atomic(os.path.join(results_dir, scores_file("in_distribution")), scores=in_scores)
     labels = unique_labels(list(settings.ood_sets))
     compiled: dict = {}  # attacks traced once, used for every set
+    set_names = dict(zip(labels, settings.ood_sets, strict=True))
+    loaded: dict[str, np.ndarray] = {}  # each set's images, loaded once
+    shared: dict[str, dict] = {}  # per set, results reused across its threats
+    known: dict = {}  # scores by key, read or computed once in this evaluation
+    ood_final_gain = float(np.max(in_scores))  # an OOD image above every clean ID score
+
+    def set_scores(label: str, side: str) -> tuple[np.ndarray, dict]:
+        if label not in loaded:
+            loaded[label] = load_ood_set(set_names[label], settings.max_ood_images, data_dir,
+                                         ood_dir, seed=settings.seed)  # fmt: skip
+        images = loaded[label]
+        gain = ood_final_gain if settings.stops_early(side) else None
+        key = score_key(state, detector, set_names[label], images, side, settings, gain)
+        if key not in known:
+            known[key] = cached_scores(
+                os.path.join(results_dir, scores_file(label, side)), key, len(images),
+                functools.partial(ood_scores, detector, images, side, settings, verbose,
+                                  shared.setdefault(label, {}), compiled, gain),
+                f"{label} / {side}", verbose,
+            )  # fmt: skip
+        return known[key]
+
     attacked_in: tuple[np.ndarray, dict] | None = None
     if any(t in IN_ATTACKED for t in settings.threats):
+        in_final_gain = None
+        if settings.stops_early("linf_in"):  # below τ and every clean OOD score of every set
+            lowest = min(float(np.min(set_scores(label, "natural")[0])) for label in labels)
+            in_final_gain = -min(threshold, lowest)
         attacked_in = attacked_in_scores(detector, state, data.x_test, settings, results_dir,
-                                         verbose, compiled)  # fmt: skip
+                                         verbose, compiled, in_final_gain)  # fmt: skip
         results["in_distribution"]["attacked"] = attacked_summary(
             in_scores, *attacked_in, threshold, settings.attack_for("linf_in").attack
         )
         record_seconds(results, "in_distribution", "linf_in", attacked_in[1])
-    for set_name, label in zip(settings.ood_sets, labels, strict=True):
-        shared: dict = {}
-        known: dict = {}  # the set's scores by key, read or computed once in this evaluation
-        images = load_ood_set(
-            set_name, settings.max_ood_images, data_dir, ood_dir, seed=settings.seed
-        )
+    for label in labels:
         for threat in settings.threats:
             side = ood_side(threat)  # linf_in shows natural OOD images, linf_both linf_out's
-            key = score_key(state, detector, set_name, images, side, settings)
-            if key not in known:
-                known[key] = cached_scores(
-                    os.path.join(results_dir, scores_file(label, side)), key, len(images),
-                    functools.partial(ood_scores, detector, images, side, settings, verbose,
-                                      shared, compiled),
-                    f"{label} / {side}", verbose,
-                )  # fmt: skip
-            scores, records = known[key]
+            scores, records = set_scores(label, side)
             record_seconds(results, label, side, records)
             what = f"{label} / {threat}"
             if threat in END_TO_END:
@@ -474,6 +510,11 @@ def evaluate(
             if "attack_winners" in records:
                 shares = attack_shares(records["attack_winners"])
                 results.setdefault("attack_winners", {}).setdefault(label, {})[threat] = shares
+            if "attack_member_images" in records:
+                cost = attack_cost(records)
+                results.setdefault("attack_cost", {}).setdefault(label, {})[side] = cost
+        loaded.pop(label, None)
+        shared.pop(label, None)
     results["average"] = averages(results["ood"], labels, settings.threats)
     if settings.near_ood_sets:
         near = {labels[settings.ood_sets.index(name)] for name in settings.near_ood_sets}

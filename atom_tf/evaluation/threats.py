@@ -70,6 +70,12 @@ class AttackSettings:
         1000, "Square attack queries per image (AutoAttack: 5,000).", flag="square_queries",
         added_later=True,
     )  # fmt: skip
+    early_stop: bool = setting(
+        True, "The ensemble attacks an image no further once no reported metric can change "
+        "(an OOD image scored above every clean in-distribution score; an in-distribution "
+        "image below the threshold and every clean OOD score): AutoAttack's cascade, exact "
+        "for FPR95, AUROC and AUPR.", flag="ensemble_early_stop", added_later=True,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.attack not in ATTACK_NAMES:
@@ -109,6 +115,9 @@ class ThreatContext:
     side: str = (
         "ood"  # what is attacked: OOD images (towards in-distribution) or "in" (the reverse)
     )
+    # the attacker gain past which an image changes no reported metric: the ensemble stops
+    # attacking it there (None: never)
+    final_gain: float | None = None
     records: dict = dataclasses.field(default_factory=dict)  # per-image extras a threat reports
     shared: dict = dataclasses.field(default_factory=dict)  # results reused across threats of a set
     compiled: dict = dataclasses.field(default_factory=dict)  # attacks traced once per evaluation
@@ -165,7 +174,7 @@ def batched(
 
 
 def make_linf_attack(ctx: ThreatContext, name: str | None = None, margin: bool = False
-                     ) -> Callable[[np.ndarray, int], np.ndarray]:  # fmt: skip
+                     ) -> Attack:  # fmt: skip
     """A compiled batched L∞ attack (`name`, default ctx.attack.attack; APGD on the scorer's
     margin objective with `margin`) against ctx.scorer, traced once for all sets of an
     evaluation (kept in `ctx.compiled`)."""
@@ -195,8 +204,26 @@ def _start_noise(ctx: ThreatContext, batch: np.ndarray, index: int, quantize: bo
     return np.transpose(noise.numpy(), (1, 0, 2, 3, 4))
 
 
+# A batched attack: attack(batch, batch_index, rows=None) -> the attacked batch[rows] (every
+# image without rows), each image's random draws those of its place in the whole batch.
+Attack = Callable[..., np.ndarray]
+
+
+def _rows_to_attack(rows: np.ndarray | None, size: int, jit_compile: bool
+                    ) -> tuple[np.ndarray, int]:  # fmt: skip
+    """The batch rows an attack runs on (all of a batch of `size`, or `rows`) and how many of
+    its results are kept; compiled by XLA, `rows` are padded (with the first) to a power of two
+    so that few batch shapes are compiled."""
+    if rows is None:
+        return np.arange(size), size
+    if not jit_compile or not len(rows):
+        return rows, len(rows)
+    padded = min(size, 1 << (len(rows) - 1).bit_length())
+    return np.concatenate([rows, np.full(padded - len(rows), rows[0])]), len(rows)
+
+
 def _gradient_attack(ctx: ThreatContext, engine: Callable, quantize_start: bool,
-                     objective=None, **budget) -> Callable[[np.ndarray, int], np.ndarray]:  # fmt: skip
+                     objective=None, **budget) -> Attack:  # fmt: skip
     """A compiled batched white-box attack `engine(logits_fn, images, objective, *, epsilon,
     seed, restarts, start_noise, **budget)` against the scorer's objective (or `objective`),
     from random starts drawn per batch (whole 1/255 steps with `quantize_start`)."""
@@ -210,22 +237,28 @@ def _gradient_attack(ctx: ThreatContext, engine: Callable, quantize_start: bool,
         return adversarial
 
     shares = _compiled(ctx, attack)
-    return lambda batch, index: shares(batch, _start_noise(ctx, batch, index, quantize_start))
+
+    def run(batch: np.ndarray, index: int, rows: np.ndarray | None = None) -> np.ndarray:
+        noise = _start_noise(ctx, batch, index, quantize_start)
+        taken, kept = _rows_to_attack(rows, len(batch), ctx.jit_compile)
+        return shares(batch[taken], noise[taken])[:kept]
+
+    return run
 
 
-def _pgd(ctx: ThreatContext, objective=None) -> Callable[[np.ndarray, int], np.ndarray]:
+def _pgd(ctx: ThreatContext, objective=None) -> Attack:
     """docs/protocol.md §5's PGD (the paper's attack, `--attack=pgd`)."""
     a = ctx.attack
     return _gradient_attack(ctx, pgd_attack, True, objective, steps=a.steps,
                             step_size=a.step_size)  # fmt: skip
 
 
-def _apgd(ctx: ThreatContext, objective=None) -> Callable[[np.ndarray, int], np.ndarray]:
+def _apgd(ctx: ThreatContext, objective=None) -> Attack:
     """APGD (docs/protocol.md §11) with the same iterations and restarts as PGD."""
     return _gradient_attack(ctx, apgd_attack, False, objective, steps=ctx.attack.steps)
 
 
-def _square(ctx: ThreatContext) -> Callable[[np.ndarray, int], np.ndarray]:
+def _square(ctx: ThreatContext) -> Attack:
     """The Square attack (docs/protocol.md §11): `queries` score queries, no gradient."""
     objective = ctx.objective()
     a = ctx.attack
@@ -238,9 +271,10 @@ def _square(ctx: ThreatContext) -> Callable[[np.ndarray, int], np.ndarray]:
 
     shares = _compiled(ctx, attack)
 
-    def run(batch: np.ndarray, index: int) -> np.ndarray:
-        seed = np.tile(np.array([[ctx.seed, index]], np.int64), (len(batch), 1))
-        return shares(batch, np.arange(len(batch), dtype=np.int32), seed)
+    def run(batch: np.ndarray, index: int, rows: np.ndarray | None = None) -> np.ndarray:
+        taken, kept = _rows_to_attack(rows, len(batch), ctx.jit_compile)
+        seed = np.tile(np.array([[ctx.seed, index]], np.int64), (len(taken), 1))
+        return shares(batch[taken], taken.astype(np.int32), seed)[:kept]
 
     return run
 
@@ -249,29 +283,55 @@ def _square(ctx: ThreatContext) -> Callable[[np.ndarray, int], np.ndarray]:
 ENSEMBLE = ("pgd", "apgd", "apgd_margin", "square")
 
 
-def ensemble_attack(ctx: ThreatContext, winners: list[np.ndarray]
-                    ) -> Callable[[np.ndarray, int], np.ndarray]:  # fmt: skip
+@dataclasses.dataclass
+class EnsembleLog:
+    """What the ensemble did, batch by batch: per image the member that won (index into
+    ENSEMBLE, -1: none beat the clean image), per member the images it attacked and the
+    seconds it took."""
+
+    winners: list[np.ndarray] = dataclasses.field(default_factory=list)
+    images: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.zeros(len(ENSEMBLE), np.int64)
+    )
+    seconds: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(len(ENSEMBLE)))
+
+    def records(self, count: int) -> dict[str, np.ndarray]:
+        winners = np.concatenate(self.winners)[:count] if self.winners else np.zeros(0, np.int32)
+        return {"attack_winners": winners, "attack_member_images": self.images,
+                "attack_member_seconds": self.seconds}  # fmt: skip
+
+
+def ensemble_attack(ctx: ThreatContext, count: int, log: EnsembleLog) -> Attack:
     """Per image the attacker's best result (by the detector's own score: the most
     in-distribution on the OOD side, the most OOD on the in-distribution side) of PGD, APGD on
     the scorer's objective, APGD on its scale-invariant margin (for scorers that have one) and
-    Square, the clean image included; each batch's winners (index into ENSEMBLE, -1: the clean
-    image) are appended to `winners`."""
+    Square, the clean image included, over batches of `count` images (the rows past it are
+    padding, never attacked). With `ctx.final_gain` and `--ensemble_early_stop`, each member
+    attacks only the images whose best gain so far is not past it (AutoAttack's cascade)."""
     members = {"pgd": make_linf_attack(ctx, "pgd"), "apgd": make_linf_attack(ctx, "apgd"),
                "square": make_linf_attack(ctx, "square")}  # fmt: skip
     if ctx.scorer.margin_objective is not None:
         members["apgd_margin"] = make_linf_attack(ctx, "apgd", margin=True)
+    final_gain = ctx.final_gain if ctx.attack.early_stop else None
 
     def run(batch: np.ndarray, index: int) -> np.ndarray:
+        real = min(len(batch), count - index * len(batch))
         best, best_score = batch.copy(), ctx.attacker_gain(ctx.score_fn(batch))
         winner = np.full(len(batch), -1, np.int32)
         for member, name in enumerate(ENSEMBLE):
-            if name in members:
-                candidate = np.asarray(members[name](batch, index))
-                score = ctx.attacker_gain(ctx.score_fn(candidate))
-                better = score > best_score
-                best[better], best_score[better] = candidate[better], score[better]
-                winner[better] = member
-        winners.append(winner)
+            rows = np.arange(real) if final_gain is None else (
+                np.flatnonzero(best_score[:real] <= final_gain))  # fmt: skip
+            if name not in members or not len(rows):
+                continue
+            start = time.perf_counter()
+            candidate = np.asarray(members[name](batch, index, rows))
+            score = ctx.attacker_gain(ctx.score_fn(candidate))
+            log.seconds[member] += time.perf_counter() - start
+            log.images[member] += len(rows)
+            better = score > best_score[rows]
+            best[rows[better]], best_score[rows[better]] = candidate[better], score[better]
+            winner[rows[better]] = member
+        log.winners.append(winner)
         return best
 
     return run
@@ -292,10 +352,10 @@ def linf(images: np.ndarray, ctx: ThreatContext) -> np.ndarray:
     label = f"L-inf {a.attack}{towards} ({budget}, eps {a.epsilon * 255:.0f}/255)"
     if a.attack != "ensemble":
         return batched(images, ctx.batch_size, make_linf_attack(ctx), label, ctx.verbose)
-    winners: list[np.ndarray] = []
-    out = batched(images, ctx.batch_size, ensemble_attack(ctx, winners), label, ctx.verbose)
-    ctx.records["attack_winners"] = np.concatenate(winners)[: len(images)] if winners else (
-        np.zeros(0, np.int32))  # fmt: skip
+    log = EnsembleLog()
+    out = batched(images, ctx.batch_size, ensemble_attack(ctx, len(images), log), label,
+                  ctx.verbose)  # fmt: skip
+    ctx.records.update(log.records(len(images)))
     return out
 
 

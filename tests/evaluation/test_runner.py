@@ -334,3 +334,37 @@ def test_the_end_to_end_threats_leave_every_existing_number_and_share_their_scor
     assert apgd["ood"]["letters"]["linf"] == results["ood"]["letters"]["linf"]
     assert apgd["settings"]["end_to_end_attack"] == "apgd"
     assert apgd["in_distribution"]["attacked"]["attack"] == "apgd"
+
+
+@pytest.mark.parametrize("scorer", ["kplus1", "energy"])
+def test_the_ensembles_early_stop_changes_no_metric(run_dir, tmp_path, scorer):
+    """The end-to-end threats under the ensemble with and without --ensemble_early_stop: every
+    metric the same (the images it stops attacking can change none), the attacks' cost per
+    member reported; energy scores are unbounded, so there some images settle early and fewer
+    are attacked (kplus1's saturate below every clean in-distribution score: none do)."""
+    sets = ("letters", "uniform_noise")
+    attack = AttackSettings(steps=5, step_size=2 / 255, attack="ensemble", queries=30)
+    settings = EvalSettings(ood_sets=sets, threats=("natural", "linf_in", "linf_out", "linf_both"),
+                            attack=attack, max_ood_images=16, max_in_images=24, scorer=scorer)  # fmt: skip
+    stopped = evaluate(run_dir, str(tmp_path / "stop"), settings, verbose=False)
+    full_settings = EvalSettings(**{**settings.__dict__,
+                                    "attack": AttackSettings(**{**attack.__dict__, "early_stop": False})})  # fmt: skip
+    full = evaluate(run_dir, str(tmp_path / "full"), full_settings, verbose=False)
+    for label in sets:
+        for threat in settings.threats:
+            assert stopped["ood"][label][threat] == pytest.approx(full["ood"][label][threat]), (
+                label, threat)  # fmt: skip
+    attacked = [
+        stopped["in_distribution"]["attacked"]["attack_cost"],
+        *(stopped["attack_cost"][label]["linf_out"] for label in sets),
+    ]
+    unstopped = [full["in_distribution"]["attacked"]["attack_cost"],
+                 *(full["attack_cost"][label]["linf_out"] for label in sets)]  # fmt: skip
+    for cost, every in zip(attacked, unstopped, strict=True):
+        assert cost["pgd"]["images"] == every["pgd"]["images"] in (16, 24)
+        assert all(cost[m]["images"] <= every[m]["images"] for m in cost)
+    write_reports(stopped, str(tmp_path / "stop"), None, plots=False)
+    assert "What each attack of the ensemble cost" in (tmp_path / "stop" / "results.md").read_text()
+    if scorer == "energy":
+        square = [sum(c["square"]["images"] for c in costs) for costs in (attacked, unstopped)]
+        assert square[0] < square[1]

@@ -3,6 +3,8 @@ the ensemble never weaker than any of its members on any image and its winners r
 the added settings leave the identity of earlier results unchanged; the same attacks push
 in-distribution images towards OOD for the end-to-end threats."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -85,6 +87,30 @@ def test_the_ensemble_is_per_image_at_least_as_strong_as_each_member(detector, i
     assert winners.max() < len(ENSEMBLE)
     shares = attack_shares(winners)
     assert list(shares) == ["clean", *ENSEMBLE] and sum(shares.values()) == pytest.approx(100)
+
+
+def test_the_ensemble_stops_exactly_where_no_metric_can_change(detector, images):
+    """--ensemble_early_stop: an image whose gain is past `final_gain` is attacked no further;
+    every other image gets what the full ensemble gives it; padding rows are never attacked."""
+    score = detector[2]
+    full_ctx = context(detector, attack="ensemble")
+    full = score(get_threat("linf")(images, full_ctx))
+    assert list(full_ctx.records["attack_member_images"]) == [12, 12, 12, 12]  # 8 + 4, no padding
+    after_pgd = score(get_threat("linf")(images, context(detector)))
+    final_gain = float(np.median(after_pgd))
+    stop_ctx = dataclasses.replace(context(detector, attack="ensemble"), final_gain=final_gain)
+    stopped = score(get_threat("linf")(images, stop_ctx))
+    settled = stopped > final_gain
+    assert 0 < settled.sum() < len(images)
+    np.testing.assert_allclose(stopped[~settled], full[~settled], atol=1e-5)
+    assert np.all(full[settled] > final_gain)  # the same side of the bound either way
+    counts = stop_ctx.records["attack_member_images"]
+    assert counts[0] == 12 and counts[1] == (after_pgd <= final_gain).sum()
+    assert all(np.diff(counts) <= 0) and counts[-1] >= (~settled).sum()
+    assert np.all(stop_ctx.records["attack_member_seconds"] > 0)
+    off = dataclasses.replace(context(detector, attack="ensemble", early_stop=False),
+                              final_gain=final_gain)  # fmt: skip
+    np.testing.assert_allclose(score(get_threat("linf")(images, off)), full, atol=1e-6)
 
 
 def test_margins_are_scale_invariant_and_match_a_hand_computed_case():
