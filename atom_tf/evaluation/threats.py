@@ -71,10 +71,11 @@ class AttackSettings:
         added_later=True,
     )  # fmt: skip
     early_stop: bool = setting(
-        True, "The ensemble attacks an image no further once no reported metric can change "
-        "(an OOD image scored above every clean in-distribution score; an in-distribution "
-        "image below the threshold and every clean OOD score): AutoAttack's cascade, exact "
-        "for FPR95, AUROC and AUPR.", flag="ensemble_early_stop", added_later=True,
+        True, "The ensemble attacks an image no further once FPR95, AUROC and the rejected "
+        "share cannot change (an OOD image scored above every clean in-distribution score; an "
+        "in-distribution image below the threshold and every clean OOD score): AutoAttack's "
+        "cascade made exact for those (AUPR can move where attacked scores tie).",
+        flag="ensemble_early_stop", added_later=True,
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -115,8 +116,8 @@ class ThreatContext:
     side: str = (
         "ood"  # what is attacked: OOD images (towards in-distribution) or "in" (the reverse)
     )
-    # the attacker gain past which an image changes no reported metric: the ensemble stops
-    # attacking it there (None: never)
+    # the attacker gain past which an image changes no FPR95, AUROC or rejected share: the
+    # ensemble stops attacking it there (None: never)
     final_gain: float | None = None
     records: dict = dataclasses.field(default_factory=dict)  # per-image extras a threat reports
     shared: dict = dataclasses.field(default_factory=dict)  # results reused across threats of a set
