@@ -103,7 +103,22 @@ def attack_seconds(results: dict) -> dict:
         "end_to_end": in_side + out,
         "end_to_end_images": attacked_in.get("images", 0)
         + sum(ood[label]["linf_out"]["images"] for label in ood),
+        **square_cost(results),
     }}  # fmt: skip
+
+
+def square_cost(results: dict) -> dict:
+    """Of the end-to-end ensemble (where it recorded its members' cost): Square's seconds, and
+    the images settled before Square (its early stop: attacked by PGD, not by Square)."""
+    costs = [per["linf_out"] for per in results.get("attack_cost", {}).values()
+             if "linf_out" in per]  # fmt: skip
+    attacked_in = results["in_distribution"].get("attacked") or {}
+    if "attack_cost" in attacked_in:
+        costs.append(attacked_in["attack_cost"])
+    if not costs:
+        return {}
+    return {"square": sum(c["square"]["seconds"] for c in costs),
+            "settled": sum(c["pgd"]["images"] - c["square"]["images"] for c in costs)}  # fmt: skip
 
 
 def end_to_end_markdown(table: dict) -> list[str]:
@@ -139,14 +154,17 @@ def end_to_end_markdown(table: dict) -> list[str]:
     timed = {n: e2e["seconds"] for n, e2e in rows.items() if "seconds" in e2e}
     if timed:
         lines += ["", "Wall time of the attacks: the end-to-end ones (In and Out sides) against "
-                  "linf's on the OOD sets, and per attacked image.", "",
+                  "linf's on the OOD sets, and per attacked image; Square's share of the "
+                  "end-to-end time and the images the ensemble settled before Square.", "",
                   "| method | end-to-end s (images) | linf s (images) | per image, end-to-end / "
-                  "linf |", "|---|---|---|---|"]  # fmt: skip
+                  "linf | Square | settled before Square |", "|---|---|---|---|---|---|"]  # fmt: skip
         for name, t in timed.items():
             per = (t["end_to_end"] / max(t["end_to_end_images"], 1)) / (
                 t["linf"] / max(t["linf_images"], 1))  # fmt: skip
+            square = f"{100 * t['square'] / t['end_to_end']:.0f} %" if "square" in t else "–"
             lines.append(f"| {name} | {t['end_to_end']:.0f} ({t['end_to_end_images']}) | "
-                         f"{t['linf']:.0f} ({t['linf_images']}) | {per:.1f}x |")  # fmt: skip
+                         f"{t['linf']:.0f} ({t['linf_images']}) | {per:.1f}x | {square} | "
+                         f"{t.get('settled', '–')} |")  # fmt: skip
     return lines
 
 
