@@ -20,6 +20,15 @@ class Strength:
     value: float
 
 
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """An entry's place in a comparison of one method's categorical training setting (e.g.
+    train_attack: FGSM-RS against PGD), its value read from the trained run's config."""
+
+    method: str  # the compared method, e.g. "atom_adv"
+    setting: str  # a run config field, e.g. "train_attack"
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SuiteEntry:
     """`{runs_dir}` in a flag stands for the suite's runs folder (fine-tuning from another
@@ -28,9 +37,13 @@ class SuiteEntry:
     name: str
     train_flags: tuple[str, ...]  # after the suite's training flagfile
     eval_flags: tuple[str, ...] = ()  # after the suite's evaluation flagfile
+    # after the entry's flag file too: what defines the entry, which no suite's file may change
+    # (a sweep's strength, a recipe as released)
+    final_flags: tuple[str, ...] = ()
     run: str = ""  # the run folder under the suite's runs folder ('' = the entry's name)
     flags_name: str = ""  # the suite's `<entry_flags_dir>/<flags_name>.flags` ('' = the run's)
     strength: Strength | None = None  # set for the entries of a strength sweep
+    choices: tuple[Choice, ...] = ()  # the comparisons of categorical settings it is in
 
     @property
     def run_name(self) -> str:
@@ -96,36 +109,51 @@ for _q in ("0", "0.125", "0.25", "0.5", "0.75"):
 # fine-tuned from the suite's ATOM run (a suite's aloe.flags / aoe.flags may train from scratch
 # instead: --init_from=). The strength sweeps (eps for ALOE, AOE and atom_adv, beta for
 # atom_trades) and atom_adv's variants read the flag file of the method they sweep (aloe, aoe,
-# atom_adv).
+# atom_adv); their strength and recipe come after it. The `_pgd` entries train with PGD-5 where
+# the suite's flag file chooses FGSM-RS: the comparison of the two training attacks.
 def _eps(value: float) -> tuple[str, ...]:
     """Training-attack flags at eps = value/255: at 1/255 ALOE's 2 PGD steps of 1/255 as
     released, otherwise the suite's attack (FGSM-RS, where a flag file chooses it, steps
     1.25 eps)."""
-    released = ("--attack_steps=2", f"--attack_step_size={1 / 255!r}")
+    released = ("--train_attack=pgd", "--attack_steps=2", f"--attack_step_size={1 / 255!r}")
     return (f"--epsilon={value / 255!r}", *(released if value == 1 else ()))
 
 
+PGD_5 = ("--train_attack=pgd", "--attack_steps=5", f"--attack_step_size={2 / 255!r}")
+TRAIN_ATTACK = "train_attack"
 for _name in ("aloe", "aoe"):
     for _value in (1, 2, 4, 8):
         register_suite_entry(SuiteEntry(
             name=_name if _value == 1 else f"{_name}_eps{_value}",
-            train_flags=(f"--method={_name}", *_eps(_value), "--init_from={runs_dir}/oe"),
-            flags_name=_name,
-            strength=Strength(_name, "eps (/255)", _value)))  # fmt: skip
+            train_flags=(f"--method={_name}", "--init_from={runs_dir}/oe"),
+            final_flags=_eps(_value), flags_name=_name,
+            strength=Strength(_name, "eps (/255)", _value),
+            choices=(Choice(_name, TRAIN_ATTACK),) if _value == 8 else ()))  # fmt: skip
+    register_suite_entry(SuiteEntry(
+        name=f"{_name}_eps8_pgd", train_flags=(f"--method={_name}", "--init_from={runs_dir}/oe"),
+        final_flags=(*_eps(8), *PGD_5), flags_name=_name, choices=(Choice(_name, TRAIN_ATTACK),)))  # fmt: skip
 for _value in (2, 4, 8):
     register_suite_entry(SuiteEntry(
         name="atom_adv" if _value == 8 else f"atom_adv_eps{_value}",
-        train_flags=("--method=atom_adv", *_eps(_value), "--init_from={runs_dir}/atom"),
-        flags_name="atom_adv", strength=Strength("atom_adv", "eps (/255)", _value)))  # fmt: skip
+        train_flags=("--method=atom_adv", "--init_from={runs_dir}/atom"),
+        final_flags=_eps(_value), flags_name="atom_adv",
+        strength=Strength("atom_adv", "eps (/255)", _value),
+        choices=(Choice("atom_adv", TRAIN_ATTACK), Choice("atom_adv", "in_objective"))
+        if _value == 8 else ()))  # fmt: skip
+register_suite_entry(SuiteEntry(
+    name="atom_adv_pgd", train_flags=("--method=atom_adv", "--init_from={runs_dir}/atom"),
+    final_flags=(*_eps(8), *PGD_5), flags_name="atom_adv",
+    choices=(Choice("atom_adv", TRAIN_ATTACK),)))  # fmt: skip
 for _objective in ("label", "ood"):
     register_suite_entry(
         SuiteEntry(name=f"atom_adv_{_objective}", train_flags=(
-            "--method=atom_adv", f"--in_objective={_objective}", "--init_from={runs_dir}/atom"),
-            flags_name="atom_adv")
+            "--method=atom_adv", "--init_from={runs_dir}/atom"),
+            final_flags=(f"--in_objective={_objective}",), flags_name="atom_adv",
+            choices=(Choice("atom_adv", "in_objective"),))
     )  # fmt: skip
 for _value in (1, 3, 6, 12):
     register_suite_entry(SuiteEntry(
         name="atom_trades" if _value == 6 else f"atom_trades_beta{_value}",
-        train_flags=("--method=atom_trades", f"--trades_beta={_value}",
-                     "--init_from={runs_dir}/atom"),
+        train_flags=("--method=atom_trades", "--init_from={runs_dir}/atom"),
+        final_flags=(f"--trades_beta={_value}",),
         flags_name="atom_adv", strength=Strength("atom_trades", "beta", _value)))  # fmt: skip

@@ -23,10 +23,13 @@ def combine(
     timings: dict[str, dict[str, float]],
     dataset_label: str,
     strengths: dict[str, dict] | None = None,
+    choices: dict[str, list[dict]] | None = None,
 ) -> dict:
     """Rows per suite entry from each evaluation's results.json, in the paper's threat order;
-    `strengths` (entry: {method, setting, value}) places entries in a strength sweep."""
-    strengths = strengths or {}
+    `strengths` (entry: {method, setting, value}) places entries in a strength sweep,
+    `choices` (entry: [{method, setting, value}, ...]) in comparisons of categorical
+    settings."""
+    strengths, choices = strengths or {}, choices or {}
     rows = {}
     threats: list[str] = []
     for name, results in evaluations.items():
@@ -48,6 +51,7 @@ def combine(
             "seconds": timings.get(name, {}),
             **end_to_end_row(results),
             **({"strength": strengths[name]} if name in strengths else {}),
+            **({"choices": choices[name]} if name in choices else {}),
         }  # fmt: skip
     # the paper's threats (and any other), not the end-to-end ones: they have a table of their own
     threats = [t for t in threats if t not in END_TO_END]
@@ -58,7 +62,7 @@ def combine(
         if method in evaluations
     }
     return {"dataset": dataset_label, "threats": ordered, "rows": rows, "published": published,
-            "tradeoffs": tradeoffs(rows)}  # fmt: skip
+            "tradeoffs": tradeoffs(rows), "comparisons": comparisons(rows)}  # fmt: skip
 
 
 E2E_THREATS = ("natural", "linf", *END_TO_END)
@@ -168,43 +172,73 @@ def end_to_end_markdown(table: dict) -> list[str]:
     return lines
 
 
+def _point(name: str, row: dict, value) -> dict:
+    """One entry of a sweep or a comparison: what its setting buys (In+Out AUROC, None where
+    the end-to-end threats did not run) and costs (accuracy, natural FPR95, training time)."""
+    both = row.get("end_to_end", {}).get("groups", {}).get("all", {}).get("linf_both")
+    return {"entry": name, "value": value, "accuracy": row["accuracy"],
+            "natural_fpr95": row["average"].get("natural", {}).get("fpr95"),
+            "in_out_auroc": None if both is None else both["auroc"],
+            "train_seconds": row["seconds"].get("train")}  # fmt: skip
+
+
 def tradeoffs(rows: dict[str, dict]) -> dict[str, dict]:
     """Per swept method with at least two evaluated strengths: the setting and, in order of its
-    value, each entry's test accuracy, natural FPR95 and In+Out AUROC over all OOD sets (None
-    where the evaluation did not run that threat): the trade-off a user chooses from."""
+    value, each entry's test accuracy, natural FPR95, In+Out AUROC over all OOD sets and
+    training seconds: the trade-off a user chooses from."""
     sweeps: dict[str, dict] = {}
     for name, row in rows.items():
         strength = row.get("strength")
         if not strength:
             continue
-        both = row.get("end_to_end", {}).get("groups", {}).get("all", {}).get("linf_both")
         sweep = sweeps.setdefault(
             strength["method"], {"setting": strength["setting"], "points": []}
         )
-        sweep["points"].append({
-            "entry": name, "value": strength["value"], "accuracy": row["accuracy"],
-            "natural_fpr95": row["average"].get("natural", {}).get("fpr95"),
-            "in_out_auroc": None if both is None else both["auroc"],
-        })  # fmt: skip
+        sweep["points"].append(_point(name, row, strength["value"]))
     return {method: {**sweep, "points": sorted(sweep["points"], key=lambda p: p["value"])}
             for method, sweep in sweeps.items() if len(sweep["points"]) >= 2}  # fmt: skip
+
+
+def comparisons(rows: dict[str, dict]) -> dict[str, dict]:
+    """Per (method, categorical setting) with at least two evaluated entries (e.g. atom_adv's
+    train_attack: FGSM-RS against PGD-5): each entry's value and point, in suite order."""
+    groups: dict[str, dict] = {}
+    for name, row in rows.items():
+        for choice in row.get("choices", ()):
+            group = groups.setdefault(f"{choice['method']}: {choice['setting']}",
+                                      {"setting": choice["setting"], "points": []})  # fmt: skip
+            group["points"].append(_point(name, row, choice["value"]))
+    return {key: group for key, group in groups.items() if len(group["points"]) >= 2}
 
 
 TRADEOFF_COLUMNS = (("accuracy", "test accuracy ↑"), ("natural_fpr95", "natural FPR95 ↓"),
                     ("in_out_auroc", "In+Out AUROC ↑"))  # fmt: skip
 
 
+def _points_table(title: str, setting: str, points: list[dict]) -> list[str]:
+    columns = [*TRADEOFF_COLUMNS, ("train_seconds", "train s")]
+    lines = ["", title, "", f"| {setting} | entry | " + " | ".join(t for _, t in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]  # fmt: skip
+    for point in points:
+        cells = ["–" if point[k] is None else f"{point[k]:.{0 if k == 'train_seconds' else 2}f}"
+                 for k, _ in columns]  # fmt: skip
+        value = point["value"]
+        value = f"{value:g}" if isinstance(value, (int, float)) else str(value)
+        lines.append(f"| {value} | {point['entry']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def tradeoff_markdown(table: dict) -> list[str]:
-    """One table per strength sweep: what each setting buys and costs."""
+    """One table per strength sweep, and per comparison of a categorical setting: what each
+    setting buys and costs."""
     lines = []
     for method, sweep in table.get("tradeoffs", {}).items():
-        lines += ["", f"Trade-off over {method}'s {sweep['setting']} (In+Out: the end-to-end "
-                  "attack, all OOD sets):", "",
-                  f"| {sweep['setting']} | entry | " + " | ".join(t for _, t in TRADEOFF_COLUMNS)
-                  + " |", "|---|---|" + "---|" * len(TRADEOFF_COLUMNS)]  # fmt: skip
-        for point in sweep["points"]:
-            cells = ["–" if point[k] is None else f"{point[k]:.2f}" for k, _ in TRADEOFF_COLUMNS]
-            lines.append(f"| {point['value']:g} | {point['entry']} | " + " | ".join(cells) + " |")
+        lines += _points_table(f"Trade-off over {method}'s {sweep['setting']} (In+Out: the "
+                               "end-to-end attack, all OOD sets):", sweep["setting"],
+                               sweep["points"])  # fmt: skip
+    for key, group in table.get("comparisons", {}).items():
+        lines += _points_table(f"Comparison of {key} (In+Out: the end-to-end attack, all OOD "
+                               "sets):", group["setting"], group["points"])  # fmt: skip
     return lines
 
 

@@ -33,13 +33,14 @@ def stage_commands(
     """The training and evaluation command lines of an entry. The training reads the suite's
     flagfile, the entry's flags, then `<entry_flags_dir>/<run>.flags` (or the file the entry
     names) if that file exists (the entry's batch sizes, schedule or pool sample for this
-    suite's dataset)."""
+    suite's dataset), then the entry's final flags (what no such file may change)."""
     run_dir = os.path.join(runs_dir, entry.run_name)
     train = [sys.executable, os.path.join(bin_dir, "train.py")]
     train += [f"--flagfile={train_flagfile}"] if train_flagfile else []
     train += [flag.replace("{runs_dir}", runs_dir) for flag in entry.train_flags]
     own = os.path.join(entry_flags_dir, f"{entry.flags_file_name}.flags") if entry_flags_dir else ""
     train += [f"--flagfile={own}"] if own and os.path.isfile(own) else []
+    train += [flag.replace("{runs_dir}", runs_dir) for flag in entry.final_flags]
     train += [f"--output_dir={run_dir}"]
     evaluate = [sys.executable, os.path.join(bin_dir, "evaluate.py")]
     evaluate += [f"--flagfile={eval_flagfile}"] if eval_flagfile else []
@@ -62,6 +63,15 @@ class Timings:
         per = self.values.setdefault(entry, {})
         per[stage] = per.get(stage, 0.0) + seconds
         atomic_write_json(self.path, self.values)
+
+
+def run_setting(runs_dir: str, entry: SuiteEntry, setting: str):
+    """The value a run trained with for one of its settings (its default where config.json
+    omits it)."""
+    from atom_tf.training.trainer import TrainConfig, read_run_config
+
+    record = TrainConfig.from_json(read_run_config(os.path.join(runs_dir, entry.run_name)))
+    return record.record()[setting]
 
 
 def finished_evaluation(path: str, runs_dir: str, entry: SuiteEntry) -> dict:
@@ -138,7 +148,9 @@ def run_suite(
         seconds[entry.name] = {k: v for k, v in (("train", train), ("evaluate", evaluate)) if v}
     dataset = source_label(next(iter(evaluations.values()))["dataset"])
     strengths = {e.name: dataclasses.asdict(e.strength) for e in entries if e.strength}
-    table = combine(evaluations, seconds, dataset, strengths)
+    choices = {e.name: [{**dataclasses.asdict(c), "value": run_setting(runs_dir, e, c.setting)}
+                        for c in e.choices] for e in entries if e.choices}  # fmt: skip
+    table = combine(evaluations, seconds, dataset, strengths, choices)
     write_suite_reports(table, runs_dir, plots=plots)
     with open(os.path.join(runs_dir, "results.md")) as f:
         print(f"\n{f.read()}results in {runs_dir}")

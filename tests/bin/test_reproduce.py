@@ -142,13 +142,14 @@ def test_a_strength_sweep_reads_its_methods_flag_file_at_its_own_strength(tmp_pa
                                  ("atom_adv_eps2", f"--epsilon={2 / 255!r}", 2),
                                  ("atom_adv", f"--epsilon={8 / 255!r}", 8)):  # fmt: skip
         command = train(name)
-        assert flag in command and f"--init_from={runs}/atom" in command
-        assert command[-2] == f"--flagfile={tmp_path / 'atom_adv.flags'}"
+        assert f"--init_from={runs}/atom" in command
+        # the strength after the method's flag file: no suite's file can change it
+        assert command.index(flag) > command.index(f"--flagfile={tmp_path / 'atom_adv.flags'}")
         assert get_suite_entry(name).strength.value == strength
     assert f"--output_dir={runs}/atom_adv_eps2" in train("atom_adv_eps2")  # a run of its own
     aloe, aloe4 = train("aloe"), train("aloe_eps4")
     assert "--attack_steps=2" in aloe and "--attack_steps=2" not in aloe4  # as released at 1/255
-    assert float(aloe4[aloe4.index("--method=aloe") + 1].split("=")[1]) == 4 / 255
+    assert f"--epsilon={4 / 255!r}" in aloe4
     assert f"--flagfile={tmp_path / 'aloe.flags'}" in aloe4
     assert get_suite_entry("atom_adv_label").strength is None  # a variant, not a strength
 
@@ -180,3 +181,30 @@ def test_the_in_distribution_attack_entries_resolve(name):
                   "atom_adv_ood,atom_trades,atom_adv_eps2,aloe_eps4,atom_trades_beta12"])  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--method=atom_trades" in result.stdout and "--in_objective=ood" in result.stdout
+
+
+def test_recipes_as_released_and_pgd_entries_win_over_the_suites_training_attack(tmp_path):
+    """A suite whose flag files choose FGSM-RS (the CPU suite's atom_adv.flags, read by
+    aloe.flags) still trains ALOE at 1/255 with its released 2 PGD steps, and the `_pgd`
+    entries with PGD-5: their recipe comes after the files."""
+    commands = entry_commands(tmp_path, {
+        "atom_adv": "--train_attack=fgsm_rs\n",
+        "aloe": f"--flagfile={tmp_path / 'atom_adv.flags'}\n"})  # fmt: skip
+
+    def last(command: list[str], flag: str) -> str:
+        return [c for c in command if c.startswith(f"--{flag}=")][-1].split("=", 1)[1]
+
+    def after_file(command: list[str], flag: str, name: str) -> bool:
+        return command.index(f"--{flag}={last(command, flag)}") > command.index(
+            f"--flagfile={tmp_path / name}")  # fmt: skip
+
+    for name, file, steps in (("aloe", "aloe.flags", "2"), ("aoe", "aoe.flags", "2"),
+                              ("atom_adv_pgd", "atom_adv.flags", "5"),
+                              ("aloe_eps8_pgd", "aloe.flags", "5")):  # fmt: skip
+        command = commands(name)["train"]
+        assert last(command, "train_attack") == "pgd" and last(command, "attack_steps") == steps
+        if (tmp_path / file).exists():
+            assert after_file(command, "train_attack", file), name
+    aloe8 = commands("aloe_eps8")["train"]
+    assert not any(c.startswith("--train_attack=") for c in aloe8)  # the suite's own attack
+    assert float(last(commands("aloe_eps8_pgd")["train"], "epsilon")) == 8 / 255

@@ -91,17 +91,20 @@ def test_the_end_to_end_table_is_atds_layout_with_what_the_ensemble_adds():
     assert row in markdown and "| atom | near | ensemble |" in markdown
 
 
-def test_a_strength_sweep_gives_the_trade_off_in_order_of_strength(tmp_path):
-    def swept(accuracy, natural, both):
-        results = evaluation("atom_trades", {"natural": natural})
-        results["in_distribution"]["accuracy"] = accuracy
-        if both is not None:  # an evaluation with the end-to-end threats
-            per = {"natural": {"fpr95": natural, "auroc": 99.0, "images": 5},
-                   "linf_both": {"fpr95": 90.0, "auroc": both, "images": 5}}  # fmt: skip
-            results.update(average=per, ood={"letters": per})
-            results["settings"].update(end_to_end_attack="ensemble", attack={"attack": "pgd"})
-        return results
+def swept(accuracy, natural, both, method="atom_trades"):
+    """An evaluation of one point of a sweep (with the end-to-end threats unless `both` is
+    None)."""
+    results = evaluation(method, {"natural": natural})
+    results["in_distribution"]["accuracy"] = accuracy
+    if both is not None:
+        per = {"natural": {"fpr95": natural, "auroc": 99.0, "images": 5},
+               "linf_both": {"fpr95": 90.0, "auroc": both, "images": 5}}  # fmt: skip
+        results.update(average=per, ood={"letters": per})
+        results["settings"].update(end_to_end_attack="ensemble", attack={"attack": "pgd"})
+    return results
 
+
+def test_a_strength_sweep_gives_the_trade_off_in_order_of_strength(tmp_path):
     evaluations = {"atom_trades": swept(70.0, 12.0, 30.0), "beta1": swept(78.0, 8.0, 5.0),
                    "beta12": swept(61.0, 20.0, None), "atom": evaluation("atom", {"natural": 3.0}),
                    "eps2": evaluation("atom_adv", {"natural": 3.0})}  # fmt: skip
@@ -122,3 +125,27 @@ def test_a_strength_sweep_gives_the_trade_off_in_order_of_strength(tmp_path):
     write_suite_reports(table, str(tmp_path))
     assert (tmp_path / "tradeoff.png").stat().st_size > 0
     assert combine(evaluations, {}, "cifar10")["tradeoffs"] == {}  # no strengths: no sweep
+
+
+def test_a_comparison_of_training_attacks_gives_each_ones_cost_and_robustness():
+    """Entries that differ in a categorical setting (FGSM-RS against PGD-5) side by side, with
+    the value each run trained with and its training time; a setting with one entry: none."""
+    evaluations = {"atom_adv": swept(78.0, 36.0, 0.4, "atom_adv"),
+                   "atom_adv_pgd": swept(76.0, 38.0, 9.5, "atom_adv"),
+                   "atom_adv_label": swept(79.0, 35.0, 0.2, "atom_adv")}  # fmt: skip
+    attack = lambda value: {"method": "atom_adv", "setting": "train_attack", "value": value}  # noqa: E731
+    objective = lambda value: {"method": "atom_adv", "setting": "in_objective", "value": value}  # noqa: E731
+    choices = {"atom_adv": [attack("fgsm_rs"), objective("both")],
+               "atom_adv_pgd": [attack("pgd")], "atom_adv_label": [objective("label")]}  # fmt: skip
+    seconds = {"atom_adv": {"train": 949.0}, "atom_adv_pgd": {"train": 1610.0}}
+    table = combine(evaluations, seconds, "cifar10", None, choices)
+    assert list(table["comparisons"]) == ["atom_adv: train_attack", "atom_adv: in_objective"]
+    points = table["comparisons"]["atom_adv: train_attack"]["points"]
+    assert [(p["value"], p["in_out_auroc"], p["train_seconds"]) for p in points] == [
+        ("fgsm_rs", 0.4, 949.0), ("pgd", 9.5, 1610.0)]  # fmt: skip
+    markdown = suite_markdown(table)
+    assert "Comparison of atom_adv: train_attack" in markdown
+    assert "| pgd | atom_adv_pgd | 76.00 | 38.00 | 9.50 | 1610 |" in markdown
+    assert "| label | atom_adv_label | 79.00 | 35.00 | 0.20 | – |" in markdown
+    single = combine(evaluations, seconds, "cifar10", None, {"atom_adv_pgd": [attack("pgd")]})
+    assert single["comparisons"] == {}
