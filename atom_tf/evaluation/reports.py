@@ -125,6 +125,8 @@ def robustness_table(results: dict) -> str:
     if not checks:
         return ""
     eps, steps = checks["epsilon"], checks["steps"]
+    if "clean" in checks:
+        eps = {"0 (clean)": checks["clean"], **eps}
     cell = lambda m: f"{m['fpr95']:.1f} / {m['auroc']:.1f}"  # noqa: E731
     lines = [f"Gradient-masking checks ({checks['images']} images of {checks['set']}; FPR95 / "
              "AUROC under L∞ PGD):", "",

@@ -30,7 +30,7 @@ from atom_tf.evaluation.metrics import (
     end_to_end_accuracy,
     end_to_end_metrics,
 )
-from atom_tf.evaluation.robustness_checks import robustness_checks
+from atom_tf.evaluation.robustness_checks import CHECKS_VERSION, robustness_checks
 from atom_tf.evaluation.scorers import SCORERS
 from atom_tf.evaluation.threats import (
     ATTACK_NAMES,
@@ -311,7 +311,7 @@ def checked_robustness(detector: Detector, state, in_scores: np.ndarray, set_nam
     subset = as_unit_float(images[: settings.robustness_images])
     key = digest_of({"scores": score_key(state, detector, set_name, subset, "robustness_checks",
                                          settings),
-                     "in": sha256_of_arrays(in_scores)})  # fmt: skip
+                     "in": sha256_of_arrays(in_scores), "version": CHECKS_VERSION})  # fmt: skip
     path = os.path.join(results_dir, "robustness_checks.json")
     try:
         saved = read_json(path) if os.path.exists(path) else None

@@ -12,7 +12,10 @@ from atom_tf.evaluation.threats import AttackSettings, ThreatContext
 from tests.helpers import tiny_network
 
 
-def checks(masked: bool) -> dict:
+def checks(masked: bool, degenerate: bool = False) -> dict:
+    """The checks of a tiny detector; `degenerate`: a tenth of its in-distribution scores tie
+    at a floor below every OOD score, so its threshold accepts every OOD image (FPR95 100 %
+    clean, as CCU's at CPU scale) and only AUROC can show what an attack does."""
     model = tiny_network(3, seed=2)
     scorer = get_scorer("kplus1")
 
@@ -28,6 +31,8 @@ def checks(masked: bool) -> dict:
     ood = rng.random((8, 32, 32, 3)).astype(np.float32)
     # in-distribution scores just above every clean OOD score: clean FPR95 is 0
     in_scores = score_fn(ood).max() + 0.02 + 0.05 * rng.random(100)
+    if degenerate:
+        in_scores = np.concatenate([in_scores, np.full(11, score_fn(ood).min() - 1.0)])
     ctx = ThreatContext(logits_fn, scorer, 2, AttackSettings(queries=100), score_fn,
                         batch_size=8, verbose=False, seed=1)  # fmt: skip
     return robustness_checks(in_scores, ood, ctx, "tiny detector")
@@ -52,3 +57,15 @@ def test_a_masked_gradient_raises_the_warnings_naming_the_detector():
     text = "\n".join(masked["warnings"])
     assert "tiny detector: the black-box check failed" in text
     assert "tiny detector: the ε-curve check failed" in text
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_degenerate_threshold_leaves_the_checks_to_auroc(masked):
+    result = checks(masked=masked, degenerate=True)
+    assert all(v["fpr95"] == 100.0 for v in result["epsilon"].values())  # FPR95 says nothing
+    text = "\n".join(result["warnings"])
+    if masked:
+        assert "tiny detector: the ε-curve check failed: at ε = 64/255 AUROC is" in text
+    else:
+        assert result["epsilon"]["64"]["auroc"] < result["clean"]["auroc"] - 2
+        assert result["warnings"] == []
