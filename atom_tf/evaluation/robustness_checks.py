@@ -81,12 +81,12 @@ def robustness_checks(
             f"{largest['auroc']:.1f} %, clean {clean['auroc']:.1f} %: the attack may be lost on "
             "a masked gradient"
         )
-    for metric, sign in (("fpr95", 1), ("auroc", -1)):  # what a stronger attack must not do
+    # what a stronger attack must not do: lower FPR95 (sign 1) or raise AUROC (sign -1)
+    for metric, sign, worse in (("fpr95", 1, "falls"), ("auroc", -1, "rises")):
         curve = [by_epsilon[str(e)][metric] for e in EPSILONS]
         if any(
             sign * (later - earlier) < -TOLERANCE for earlier, later in itertools.pairwise(curve)
         ):
-            worse = "falls" if sign > 0 else "rises"
             curve_text = ", ".join(f"{v:.1f}" for v in curve)
             warnings.append(
                 f"{detector}: the ε-curve check failed: {metric.upper()} {worse} as ε grows "
@@ -94,7 +94,6 @@ def robustness_checks(
             )
         more = [by_steps[str(s)][metric] for s in STEPS]
         if any(sign * (later - more[0]) < -TOLERANCE for later in more[1:]):
-            worse = "falls" if sign > 0 else "rises"
             warnings.append(
                 f"{detector}: the steps check failed: {metric.upper()} "
                 f"{[round(v, 1) for v in more]} at {list(STEPS)} steps {worse} with more steps"

@@ -320,9 +320,11 @@ def ensemble_attack(ctx: ThreatContext, count: int, log: EnsembleLog) -> Attack:
         best, best_score = batch.copy(), ctx.attacker_gain(ctx.score_fn(batch))
         winner = np.full(len(batch), -1, np.int32)
         for member, name in enumerate(ENSEMBLE):
+            if name not in members:
+                continue
             rows = np.arange(real) if final_gain is None else (
                 np.flatnonzero(best_score[:real] <= final_gain))  # fmt: skip
-            if name not in members or not len(rows):
+            if not len(rows):
                 continue
             start = time.perf_counter()
             candidate = np.asarray(members[name](batch, index, rows))
