@@ -39,6 +39,7 @@ from atom_tf.files import DamagedFileError, check_record, writable_directory
 from atom_tf.models import MODELS
 from atom_tf.settings import Setting, setting, settings_of, with_defaults
 from atom_tf.training.checkpoint import (
+    FINAL_WEIGHTS,
     CheckpointManager,
     check_run_config,
     load_run_config,
@@ -474,7 +475,12 @@ def train(
     checkpoints = CheckpointManager(run_dir)
     last = checkpoints.restore(model, model.optimizer)
     initial_epoch = 0 if last is None else last + 1
-    if initial_epoch >= config.epochs and (summary := readable_summary(run_dir)) is not None:
+    # finished: every epoch checkpointed, or final weights whose checkpoints were removed (a
+    # shipped run, a pruned folder), which training from scratch would overwrite
+    finished = initial_epoch >= config.epochs or (
+        last is None and os.path.exists(os.path.join(run_dir, FINAL_WEIGHTS))
+    )
+    if finished and (summary := readable_summary(run_dir)) is not None:
         if verbose:
             print(f"{run_dir} finished all {config.epochs} epochs earlier; nothing to train")
         return summary

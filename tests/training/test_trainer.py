@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -32,6 +33,12 @@ def test_train_writes_checkpoints_logs_and_summary(tmp_path):
     again = train(TrainConfig(method="ntom", **FAST), str(tmp_path), verbose=0)
     assert again == summary
     assert {p: p.stat().st_mtime_ns for p in files} == files
+    # nor does a finished run whose checkpoints were removed (a shipped detector's folder)
+    shutil.rmtree(tmp_path / "checkpoints")
+    assert train(TrainConfig(method="ntom", **FAST), str(tmp_path), verbose=0) == summary
+    assert (tmp_path / "network.weights.h5").stat().st_mtime_ns == files[
+        tmp_path / "network.weights.h5"
+    ]
 
 
 def test_a_different_configuration_is_refused_unless_overwrite(tmp_path):
