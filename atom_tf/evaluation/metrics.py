@@ -67,6 +67,9 @@ def average_precision(positive: np.ndarray, negative: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+AUPR_METRICS = ("aupr_in", "aupr_out")
+
+
 def aupr_in(in_scores: np.ndarray, ood_scores: np.ndarray) -> float:
     return average_precision(in_scores, ood_scores)
 

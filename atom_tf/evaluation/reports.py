@@ -308,10 +308,12 @@ def write_tensorboard(results: dict, log_dir: str) -> None:
         for name, per_threat in results["ood"].items():
             for threat, m in per_threat.items():
                 for key in METRICS:
-                    tf.summary.scalar(f"eval/{threat}/{name}/{key}", m[key])
+                    if key in m:  # AUPR is left out where the ensemble stopped early
+                        tf.summary.scalar(f"eval/{threat}/{name}/{key}", m[key])
         for threat, m in results["average"].items():
             for key in METRICS:
-                tf.summary.scalar(f"eval/{threat}/average/{key}", m[key])
+                if key in m:
+                    tf.summary.scalar(f"eval/{threat}/average/{key}", m[key])
         tf.summary.scalar("eval/in_distribution/accuracy", results["in_distribution"]["accuracy"])
         tf.summary.scalar(
             "eval/in_distribution/end_to_end_accuracy",

@@ -26,6 +26,7 @@ from atom_tf.errors import InvalidConfigError
 from atom_tf.evaluation.detector import Detector, load_run, progress_note
 from atom_tf.evaluation.inputs import as_unit_float
 from atom_tf.evaluation.metrics import (
+    AUPR_METRICS,
     detection_metrics,
     end_to_end_accuracy,
     end_to_end_metrics,
@@ -62,7 +63,9 @@ def averages(per_set: dict, labels: list[str], threats) -> dict:
     """Each metric of each threat averaged over the sets `labels` (the metrics all have)."""
     out = {}
     for threat in threats:
-        keys = [k for k in per_set[labels[0]][threat] if k != "images"]
+        keys = [k for k in per_set[labels[0]][threat]
+                if k not in ("images", "settled_early")
+                and all(k in per_set[s][threat] for s in labels)]  # fmt: skip
         out[threat] = {k: float(np.mean([per_set[s][threat][k] for s in labels])) for k in keys}
     return out
 
@@ -107,6 +110,15 @@ def attack_cost(records: dict) -> dict[str, dict[str, float]]:
     return {name: {"images": int(n), "seconds": float(t)} for name, n, t in
             zip(ENSEMBLE, records["attack_member_images"], records["attack_member_seconds"],
                 strict=True)}  # fmt: skip
+
+
+def settled_early(records: dict) -> int:
+    """The images the ensemble's early stop left before its last member (Square, which every
+    ensemble runs): their attacked scores are past the bound that fixes FPR95, AUROC and the
+    rejected share, but not where the full ensemble would have left them."""
+    if "attack_member_images" not in records:
+        return 0
+    return len(records["attack_winners"]) - int(records["attack_member_images"][-1])
 
 
 def attack_shares(winners: np.ndarray) -> dict[str, float]:
@@ -501,6 +513,11 @@ def evaluate(
             if threat in END_TO_END:
                 attacked = attacked_in[0] if threat in IN_ATTACKED else None
                 metrics = end_to_end_metrics(in_scores, scores, threshold, attacked, what)
+                settled = settled_early(records) + (
+                    settled_early(attacked_in[1]) if attacked is not None else 0)  # fmt: skip
+                if settled:  # AUPR's step sum reads ties the early stop did not make: no AUPR
+                    metrics = {k: v for k, v in metrics.items() if k not in AUPR_METRICS}
+                    metrics["settled_early"] = float(settled)
             else:
                 metrics = detection_metrics(in_scores, scores, what)
             results["ood"].setdefault(label, {})[threat] = {"images": len(scores), **metrics}

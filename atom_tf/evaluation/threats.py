@@ -74,7 +74,8 @@ class AttackSettings:
         True, "The ensemble attacks an image no further once FPR95, AUROC and the rejected "
         "share cannot change (an OOD image scored above every clean in-distribution score; an "
         "in-distribution image below the threshold and every clean OOD score): AutoAttack's "
-        "cascade made exact for those (AUPR can move where attacked scores tie).",
+        "cascade made exact for those. AUPR can move where attacked scores tie, so a threat where "
+        "an image settled early reports none (and how many settled: settled_early).",
         flag="ensemble_early_stop", added_later=True,
     )  # fmt: skip
 
