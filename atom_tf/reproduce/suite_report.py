@@ -179,7 +179,8 @@ def _point(name: str, row: dict, value) -> dict:
     return {"entry": name, "value": value, "accuracy": row["accuracy"],
             "natural_fpr95": row["average"].get("natural", {}).get("fpr95"),
             "in_out_auroc": None if both is None else both["auroc"],
-            "train_seconds": row["seconds"].get("train")}  # fmt: skip
+            "train_seconds": row["seconds"].get("train"),
+            "train_lower_bound": row["seconds"].get("train_lower_bound", False)}  # fmt: skip
 
 
 def tradeoffs(rows: dict[str, dict]) -> dict[str, dict]:
@@ -220,8 +221,8 @@ def _points_table(title: str, setting: str, points: list[dict]) -> list[str]:
     lines = ["", title, "", f"| {setting} | entry | " + " | ".join(t for _, t in columns) + " |",
              "|---|---|" + "---|" * len(columns)]  # fmt: skip
     for point in points:
-        cells = ["–" if point[k] is None else f"{point[k]:.{0 if k == 'train_seconds' else 2}f}"
-                 for k, _ in columns]  # fmt: skip
+        cells = ["–" if point[k] is None else f"{point[k]:.2f}" for k, _ in TRADEOFF_COLUMNS]
+        cells.append(_duration(point["train_seconds"], point["train_lower_bound"], 1))
         value = point["value"]
         value = f"{value:g}" if isinstance(value, (int, float)) else str(value)
         lines.append(f"| {value} | {point['entry']} | " + " | ".join(cells) + " |")
@@ -283,8 +284,12 @@ def _cell(metrics: dict | None) -> str:
     return "–" if metrics is None else f"{metrics['fpr95']:.2f} / {metrics['auroc']:.2f}"
 
 
-def _minutes(seconds: float | None) -> str:
-    return "–" if seconds is None else f"{seconds / 60:.1f}"
+def _duration(seconds: float | None, lower_bound: bool = False, unit: float = 60) -> str:
+    """Seconds (unit 1) or minutes (60), '≥ ' for a lower bound (a resumed run whose first
+    epochs were trained before epochs were timed)."""
+    if seconds is None:
+        return "–"
+    return ("≥ " if lower_bound else "") + f"{seconds / unit:.{0 if unit == 1 else 1}f}"
 
 
 def suite_markdown(table: dict) -> str:
@@ -320,8 +325,9 @@ def suite_markdown(table: dict) -> str:
         s = row["seconds"]
         lines.append(
             f"| {name} | {row['model']} | {row['scorer']} | {row['accuracy']:.2f} | "
-            f"{row['end_to_end_accuracy']:.2f} | {_minutes(s.get('train'))} | "
-            f"{_minutes(s.get('evaluate'))} |"
+            f"{row['end_to_end_accuracy']:.2f} | "
+            f"{_duration(s.get('train'), s.get('train_lower_bound', False))} | "
+            f"{_duration(s.get('evaluate'))} |"
         )
     lines += end_to_end_markdown(table)
     lines += tradeoff_markdown(table)

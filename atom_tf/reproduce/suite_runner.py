@@ -15,7 +15,7 @@ from atom_tf.errors import UserError
 from atom_tf.files import atomic_write_json, read_json
 from atom_tf.reproduce.suite import SuiteEntry
 from atom_tf.reproduce.suite_report import combine, write_suite_reports
-from atom_tf.training.checkpoint import recorded_weights_sha256
+from atom_tf.training.checkpoint import read_summary, recorded_weights_sha256
 
 EVAL_DIR = "eval_suite"
 
@@ -63,6 +63,19 @@ class Timings:
         per = self.values.setdefault(entry, {})
         per[stage] = per.get(stage, 0.0) + seconds
         atomic_write_json(self.path, self.values)
+
+
+def run_train_seconds(runs_dir: str, entry: SuiteEntry, timings: Timings) -> dict:
+    """{'train': seconds} of an entry's run as its summary records them (every epoch, those of
+    killed and resumed processes included, which the suite's own timer misses), with
+    'train_lower_bound' where the run does not know them all; the suite's timer for runs
+    without them."""
+    summary = read_summary(os.path.join(runs_dir, entry.run_name)) or {}
+    if not isinstance(summary.get("train_seconds"), (int, float)):
+        train = timings.values.get(entry.run_name, {}).get("train")
+        return {"train": train} if train else {}
+    partial = summary.get("resumed_from_epoch") and not summary.get("train_seconds_complete")
+    return {"train": summary["train_seconds"], **({"train_lower_bound": True} if partial else {})}
 
 
 def run_setting(runs_dir: str, entry: SuiteEntry, setting: str):
@@ -143,9 +156,11 @@ def run_suite(
         if not os.path.exists(path):
             raise UserError(f"{entry.name} has no finished evaluation ({path}); run the suite")
         evaluations[entry.name] = finished_evaluation(path, runs_dir, entry)
-        train = timings.values.get(entry.run_name, {}).get("train")
         evaluate = timings.values.get(entry.name, {}).get("evaluate")
-        seconds[entry.name] = {k: v for k, v in (("train", train), ("evaluate", evaluate)) if v}
+        seconds[entry.name] = {
+            **run_train_seconds(runs_dir, entry, timings),
+            **({"evaluate": evaluate} if evaluate else {}),
+        }
     dataset = source_label(next(iter(evaluations.values()))["dataset"])
     strengths = {e.name: dataclasses.asdict(e.strength) for e in entries if e.strength}
     choices = {e.name: [{**dataclasses.asdict(c), "value": run_setting(runs_dir, e, c.setting)}

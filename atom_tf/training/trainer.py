@@ -307,14 +307,19 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the checkpoint and appends the epoch's metrics and mining summary to
-    history.jsonl (one line per completed epoch)."""
+    """Saves the checkpoint and appends the epoch's metrics, mining summary and wall seconds
+    (mining, training, validation and checkpoint: `epoch_seconds`) to history.jsonl (one line
+    per completed epoch)."""
 
     def __init__(
         self, checkpoints: CheckpointManager, run_dir: str, mining: MiningCallback
     ) -> None:
         super().__init__()
         self.checkpoints, self.run_dir, self.mining = checkpoints, run_dir, mining
+        self.since = time.perf_counter()
+
+    def on_train_begin(self, logs=None):
+        self.since = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self.checkpoints.save(epoch, self.model, self.model.optimizer)
@@ -322,8 +327,25 @@ class EpochCheckpoint(keras.callbacks.Callback):
         record.update(
             {f"mining/{k}": v for k, v in self.mining.history[-1].items() if k != "epoch"}
         )
+        now = time.perf_counter()
+        record["epoch_seconds"], self.since = now - self.since, now
         with open(os.path.join(self.run_dir, "history.jsonl"), "a") as f:
             f.write(json.dumps({"epoch": epoch, **record}) + "\n")
+
+
+def earlier_epoch_seconds(run_dir: str, initial_epoch: int) -> tuple[float, bool]:
+    """The wall seconds history.jsonl records for the epochs before `initial_epoch` (trained by
+    earlier processes of a resumed run), and whether it records them all (runs written before
+    epochs were timed do not)."""
+    seconds: dict[int, float | None] = {}
+    path = os.path.join(run_dir, "history.jsonl")
+    if initial_epoch and os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                seconds[record["epoch"]] = record.get("epoch_seconds")
+    known = [seconds.get(epoch) for epoch in range(initial_epoch)]
+    return sum(t for t in known if t is not None), None not in known
 
 
 def build_training(config: TrainConfig):
@@ -543,11 +565,15 @@ def train(
         finally:
             feed.close()
     results = model.evaluate(test_dataset(data), verbose=0, return_dict=True)
+    earlier, timed = earlier_epoch_seconds(run_dir, initial_epoch)
     summary = write_summary(write_dir, model.network, {
         "test_accuracy": float(results["in_accuracy"]),
         "epochs": config.epochs,
         "resumed_from_epoch": initial_epoch,
-        "train_seconds": time.perf_counter() - start,
+        # every epoch's, a resumed run's earlier processes included; a lower bound where
+        # train_seconds_complete is false (epochs trained before they were timed)
+        "train_seconds": time.perf_counter() - start + earlier,
+        "train_seconds_complete": timed,
         "mining": mining.history,
     })  # fmt: skip
     if not chief:

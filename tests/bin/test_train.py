@@ -1,5 +1,6 @@
 """bin/train.py as a user runs it: one-line errors, and a killed run that resumes exactly."""
 
+import json
 import os
 import signal
 import subprocess
@@ -55,6 +56,12 @@ def test_killed_run_resumes_to_the_same_final_weights(tmp_path):
     assert not (resumed / "network.weights.h5").exists()
     result = run([f"--output_dir={resumed}", *FAST])
     assert result.returncode == 0, result.stderr[-2000:]
+
+    # its training time counts the killed process's finished epochs too
+    summary = json.loads((resumed / "summary.json").read_text())
+    history = [json.loads(line) for line in (resumed / "history.jsonl").read_text().splitlines()]
+    assert summary["resumed_from_epoch"] >= 1 and summary["train_seconds_complete"]
+    assert summary["train_seconds"] >= sum(h["epoch_seconds"] for h in history) > 0
 
     a, b = h5_arrays(straight / "network.weights.h5"), h5_arrays(resumed / "network.weights.h5")
     assert a.keys() == b.keys() and len(a) > 10

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from atom_tf.errors import InvalidConfigError, NonFiniteLossError
-from atom_tf.training.trainer import TrainConfig, train
+from atom_tf.training.trainer import TrainConfig, earlier_epoch_seconds, train
 
 FAST = dict(dataset="digits", model="small_cnn", epochs=2, num_candidates=512, num_selected=256,
             lr_decay_epochs=(1,), jit_compile=False, seed=3)  # fmt: skip
@@ -20,6 +20,8 @@ def test_train_writes_checkpoints_logs_and_summary(tmp_path):
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [0, 1]
     assert "mining/window_score_max" in history[0] and "val_in_accuracy" in history[0]
+    assert summary["train_seconds"] >= sum(h["epoch_seconds"] for h in history) > 0
+    assert summary["train_seconds_complete"] and summary["resumed_from_epoch"] == 0
     windows = [(h["mining/window_score_min"], h["mining/window_score_max"]) for h in history]
     assert windows[0] != windows[1]  # the model changed, so did the mined window
     assert any(
@@ -111,3 +113,17 @@ def test_cosine_schedule_anneals_to_1e_6_over_the_run():
     assert float(schedule(0)) == pytest.approx(0.1)
     assert float(schedule(20)) == pytest.approx(0.05, rel=1e-3)
     assert float(schedule(40)) == pytest.approx(1e-6, rel=1e-3)
+
+
+def test_earlier_epochs_seconds_of_a_resumed_run(tmp_path):
+    """A resumed run's training time adds what history.jsonl recorded for the epochs before
+    the resume (the last record of an epoch trained twice); it is a lower bound when an epoch
+    has no time (trained before epochs were timed)."""
+    lines = [{"epoch": 0, "epoch_seconds": 10.0}, {"epoch": 1, "epoch_seconds": 30.0},
+             {"epoch": 1, "epoch_seconds": 20.0}, {"epoch": 2, "epoch_seconds": 40.0}]  # fmt: skip
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert earlier_epoch_seconds(str(tmp_path), 0) == (0.0, True)
+    assert earlier_epoch_seconds(str(tmp_path), 2) == (30.0, True)
+    assert earlier_epoch_seconds(str(tmp_path), 4) == (70.0, False)  # epoch 3: never recorded
+    (tmp_path / "history.jsonl").write_text(json.dumps({"epoch": 0}) + "\n")
+    assert earlier_epoch_seconds(str(tmp_path), 1) == (0.0, False)
