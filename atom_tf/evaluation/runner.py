@@ -113,9 +113,12 @@ def attack_cost(records: dict) -> dict[str, dict[str, float]]:
 
 
 def settled_early(records: dict) -> int:
-    """The images the ensemble's early stop left before its last member (Square, which every
-    ensemble runs): their attacked scores are past the bound that fixes FPR95, AUROC and the
-    rejected share, but not where the full ensemble would have left them."""
+    """The images the ensemble's early stop left before its last member (Square) past the
+    bound that fixes FPR95, AUROC and the rejected share: their scores are not where the full
+    ensemble would have left them. (Scores cached before the ensemble counted them: every image
+    Square skipped, those at the scorer's ceiling included.)"""
+    if "attack_stopped_at_bound" in records:
+        return int(records["attack_stopped_at_bound"])
     if "attack_member_images" not in records:
         return 0
     return len(records["attack_winners"]) - int(records["attack_member_images"][-1])

@@ -59,6 +59,11 @@ class Scorer:
     # what an attack raises on in-distribution inputs to make them look OOD; None: -objective
     # (scores that are not a softmax share, e.g. energy, are lowered directly)
     in_objective: Callable[[tf.Tensor, int], tf.Tensor] | None = None
+    # (lowest, highest) score the computation can return, None where unbounded or where
+    # rounding can cross the bound: an attack that reaches one can do no better, so the
+    # ensemble attacks that image no further (a softmax share lies in [0, 1] as computed, a
+    # log-sum-exp of log-probabilities can round above 0)
+    score_range: tuple[float | None, float | None] = (None, None)
     # the score differentiates its input (ODIN's and Mahalanobis' pre-processing): exports
     # in formats without gradients (LiteRT, ONNX) cannot carry it
     input_gradient: bool = False
@@ -137,6 +142,7 @@ register_scorer(
         adaptive_objective=lambda logits, k: -tf.nn.softmax(logits, axis=-1)[:, k],
         kplus1_only=True,
         margin_objective=kplus1_margin,
+        score_range=(-1.0, 0.0),
     )
 )
 register_scorer(
@@ -146,6 +152,7 @@ register_scorer(
         objective=mean_class_ce,
         adaptive_objective=_msp,
         margin_objective=class_margin,
+        score_range=(None, 1.0),
     )
 )
 register_scorer(
@@ -233,6 +240,7 @@ register_scorer(
         options=ODIN_OPTIONS,
         margin_objective=class_margin,
         input_gradient=True,
+        score_range=(None, 1.0),
     )
 )
 # SOFL (Mohseni et al., 2020): in-distribution-ness = -Σ_{i>K} F(x)_i over its reject classes;
@@ -245,6 +253,7 @@ register_scorer(
         adaptive_objective=lambda logits, k: -tf.exp(reject_log_probability(logits, k)),
         kplus1_only=True,
         margin_objective=kplus1_margin,
+        score_range=(None, 0.0),
     )
 )
 
@@ -262,5 +271,6 @@ register_scorer(
         objective=lambda logits, k: kplus1_ce(logits),
         kplus1_only=True,
         margin_objective=kplus1_margin,
+        score_range=(0.0, 1.0),
     )
 )

@@ -139,6 +139,14 @@ class ThreatContext:
         scores = np.asarray(scores)
         return scores if self.side == "ood" else -scores
 
+    def gain_ceiling(self) -> float | None:
+        """The highest attacker gain the scorer can compute on this side (the top of its score
+        range on OOD inputs, minus the bottom on in-distribution ones); None: unbounded."""
+        low, high = self.scorer.score_range
+        if self.side == "ood":
+            return high
+        return None if low is None else -low
+
 
 ThreatModel = Callable[[np.ndarray, ThreatContext], np.ndarray]
 THREATS: Registry[ThreatModel] = Registry(
@@ -289,18 +297,21 @@ ENSEMBLE = ("pgd", "apgd", "apgd_margin", "square")
 class EnsembleLog:
     """What the ensemble did, batch by batch: per image the member that won (index into
     ENSEMBLE, -1: none beat the clean image), per member the images it attacked and the
-    seconds it took."""
+    seconds it took, and the images it stopped attacking past `final_gain` below the scorer's
+    ceiling (their scores are not the full ensemble's, only on the same side of the bound)."""
 
     winners: list[np.ndarray] = dataclasses.field(default_factory=list)
     images: np.ndarray = dataclasses.field(
         default_factory=lambda: np.zeros(len(ENSEMBLE), np.int64)
     )
     seconds: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(len(ENSEMBLE)))
+    stopped_at_bound: int = 0
 
     def records(self, count: int) -> dict[str, np.ndarray]:
         winners = np.concatenate(self.winners)[:count] if self.winners else np.zeros(0, np.int32)
         return {"attack_winners": winners, "attack_member_images": self.images,
-                "attack_member_seconds": self.seconds}  # fmt: skip
+                "attack_member_seconds": self.seconds,
+                "attack_stopped_at_bound": np.int64(self.stopped_at_bound)}  # fmt: skip
 
 
 def ensemble_attack(ctx: ThreatContext, count: int, log: EnsembleLog) -> Attack:
@@ -308,13 +319,22 @@ def ensemble_attack(ctx: ThreatContext, count: int, log: EnsembleLog) -> Attack:
     in-distribution on the OOD side, the most OOD on the in-distribution side) of PGD, APGD on
     the scorer's objective, APGD on its scale-invariant margin (for scorers that have one) and
     Square, the clean image included, over batches of `count` images (the rows past it are
-    padding, never attacked). With `ctx.final_gain` and `--ensemble_early_stop`, each member
-    attacks only the images whose best gain so far is not past it (AutoAttack's cascade)."""
+    padding, never attacked). With `--ensemble_early_stop`, each member attacks only the
+    images whose best gain so far is neither past `ctx.final_gain` (AutoAttack's cascade) nor
+    at the scorer's ceiling, where no member can do better: those keep exactly the full
+    ensemble's result."""
     members = {"pgd": make_linf_attack(ctx, "pgd"), "apgd": make_linf_attack(ctx, "apgd"),
                "square": make_linf_attack(ctx, "square")}  # fmt: skip
     if ctx.scorer.margin_objective is not None:
         members["apgd_margin"] = make_linf_attack(ctx, "apgd", margin=True)
     final_gain = ctx.final_gain if ctx.attack.early_stop else None
+    ceiling = ctx.gain_ceiling() if ctx.attack.early_stop else None
+
+    def past_bound(gain: np.ndarray) -> np.ndarray:
+        return np.zeros(len(gain), bool) if final_gain is None else gain > final_gain
+
+    def at_ceiling(gain: np.ndarray) -> np.ndarray:
+        return np.zeros(len(gain), bool) if ceiling is None else gain >= ceiling
 
     def run(batch: np.ndarray, index: int) -> np.ndarray:
         real = min(len(batch), count - index * len(batch))
@@ -323,8 +343,10 @@ def ensemble_attack(ctx: ThreatContext, count: int, log: EnsembleLog) -> Attack:
         for member, name in enumerate(ENSEMBLE):
             if name not in members:
                 continue
-            rows = np.arange(real) if final_gain is None else (
-                np.flatnonzero(best_score[:real] <= final_gain))  # fmt: skip
+            gain = best_score[:real]
+            rows = np.flatnonzero(~(past_bound(gain) | at_ceiling(gain)))
+            if name == ENSEMBLE[-1]:  # skipped by the last member for the bound alone
+                log.stopped_at_bound += int(np.sum(past_bound(gain) & ~at_ceiling(gain)))
             if not len(rows):
                 continue
             start = time.perf_counter()

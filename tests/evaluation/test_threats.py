@@ -113,6 +113,54 @@ def test_the_ensemble_stops_exactly_where_no_metric_can_change(detector, images)
     np.testing.assert_allclose(score(get_threat("linf")(images, off)), full, atol=1e-6)
 
 
+@pytest.mark.parametrize("side, name, scale", [("ood", "msp", 40.0), ("in", "kplus1", 1e3)])
+def test_the_ensemble_stops_at_the_scorers_ceiling_with_the_full_result(images, side, name, scale):
+    """An image whose score reaches the end of the scorer's range (MSP 1 on the OOD side;
+    kplus1's p(OOD) = 1 on the in-distribution side) can be beaten by no member: the ensemble
+    attacks it no further, with no bound given, and it keeps the full ensemble's score and
+    winner."""
+    model = tiny_network(3, seed=2)
+    logits_fn = lambda z: scale * model(z, training=False)  # noqa: E731  a saturating softmax
+    scorer = get_scorer(name)
+    score = lambda x: scorer.score(logits_fn, tf.constant(x, tf.float32), 2).numpy()  # noqa: E731
+    saturated = (logits_fn, scorer, score)
+    runs = {}
+    for early_stop in (True, False):
+        ctx = dataclasses.replace(context(saturated, attack="ensemble", early_stop=early_stop),
+                                  side=side)  # fmt: skip
+        runs[early_stop] = (score(get_threat("linf")(images, ctx)), ctx.records)
+    (stopped, records), (full, full_records) = runs[True], runs[False]
+    at_ceiling = ctx.attacker_gain(stopped) >= ctx.gain_ceiling()
+    assert at_ceiling.any()
+    np.testing.assert_allclose(stopped, full, atol=1e-5)
+    np.testing.assert_array_equal(records["attack_winners"][at_ceiling],
+                                  full_records["attack_winners"][at_ceiling])  # fmt: skip
+    attacked, every = records["attack_member_images"], full_records["attack_member_images"]
+    assert attacked.sum() < every.sum() and every[-1] == len(images)
+    assert attacked[-1] >= (~at_ceiling).sum()  # Square: every image below the ceiling
+    assert records["attack_stopped_at_bound"] == 0  # AUPR stays exact: no bound was used
+
+
+def test_declared_score_ranges_hold_for_extreme_logits():
+    """Every score a scorer declares bounded stays inside its range as computed (the ensemble
+    stops an image there): logits far apart, tied, huge and tiny."""
+    rng = np.random.default_rng(0)
+    logits = np.concatenate([rng.normal(0, scale, (2000, 11)) for scale in (1e-3, 1, 30, 1e3)])
+    logits = np.concatenate([logits, np.zeros((4, 11)), np.full((4, 11), 50.0),
+                             np.eye(11)[:4] * 1e4, -np.eye(11)[:4] * 1e4]).astype(np.float32)  # fmt: skip
+    for name in ("kplus1", "msp", "odin", "sofl", "rowl"):
+        scorer = get_scorer(name)
+        low, high = scorer.score_range
+        assert (low, high) != (None, None), name
+        num_classes = 6 if name == "sofl" else 10  # SOFL: 5 reject classes
+        fn = lambda z: logits + 0 * tf.reshape(z, (len(logits), -1))[:, :1]  # noqa: E731
+        scores = scorer.score(fn, tf.zeros((len(logits), 1, 1, 1)), num_classes).numpy()
+        assert low is None or scores.min() >= low, name
+        assert high is None or scores.max() <= high, name
+        if name != "odin":  # at T = 1000 no logits here reach its bound
+            assert np.any(scores == (high if high is not None else low)), name  # reached
+
+
 def test_margins_are_scale_invariant_and_match_a_hand_computed_case():
     logits = tf.constant([[3.0, 1.0, 0.0, 2.0]])  # K = 3 classes, one OOD output
     # kplus1: (max class 3 - OOD 2) / (top 3 - third 1) = 0.5
