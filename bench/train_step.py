@@ -4,7 +4,7 @@
 Prints: the CPU's features (AVX2 / AVX-512 / AMX) and whether oneDNN is on (atom_tf turns it
 on where TensorFlow leaves it off, atom_tf/cpu.py); the machine's float32 matmul rate; the ATOM step (64 in-distribution + 128 outliers,
 PGD-5 on 64 of them) for DenseNet-BC-100 with and without XLA, in seconds, images/s and the
-achieved fraction of the matmul rate; the NTOM step; the mining scoring rate; the evaluation's
+achieved fraction of the matmul rate; the same step in mixed bfloat16 (XLA off); the NTOM step; the mining scoring rate; the evaluation's
 L∞ attack rate (PGD-40, one restart); and the extra
 peak memory of mining N = 400,000 candidates (in a fresh subprocess).
 
@@ -40,6 +40,9 @@ flags.DEFINE_integer("mining_candidates", 400_000, "N for the mining memory meas
 flags.DEFINE_integer("score_images", 2048, "Images scored to measure the mining rate.")
 flags.DEFINE_bool("pytorch", True, "Time the PyTorch recipe of the ATOM step right after "
                   "(bench/pytorch_step.py; needs torch: pip install -e '.[bench]').")  # fmt: skip
+flags.DEFINE_bool("bfloat16", True, "Also time the ATOM step (XLA off) with "
+                  "--precision=mixed_bfloat16 (oneDNN runs bfloat16 on AMX tiles where the CPU "
+                  "has them).")  # fmt: skip
 
 
 MEMORY_CHILD = r"""
@@ -143,6 +146,12 @@ def main(argv):
         best = min(atom_xla, atom_eager)
         print(f"{line}\nATOM step: PyTorch / atom_tf time ratio = {torch_seconds / best:.2f} "
               f"(atom_tf's faster XLA setting; goal >= 3, > 1 means atom_tf is faster)", flush=True)  # fmt: skip
+    if FLAGS.bfloat16:
+        bf16 = train_step_seconds(FLAGS.model, "atom", False, FLAGS.steps, "mixed_bfloat16")
+        versus = "" if reference is None else (
+            f"; PyTorch (float32) / atom_tf bfloat16 = {reference[0] / bf16:.2f}")  # fmt: skip
+        print(f"ATOM step, XLA off, mixed_bfloat16: {bf16:.2f} s, {192 / bf16:.1f} images/s; "
+              f"float32 / bfloat16 time ratio = {atom_eager / bf16:.2f}{versus}", flush=True)  # fmt: skip
     rate = scoring_rate(FLAGS.model, FLAGS.score_images, jit=False)
     print(f"mining scoring rate ({FLAGS.model}, inference): {rate:.0f} images/s "
           f"(N = 400,000 would take {400_000 / rate / 60:.1f} min)")  # fmt: skip
