@@ -117,10 +117,10 @@ class OverfittingGuard(keras.callbacks.Callback):
         if collapsed(self.history, current, train):
             last = self.last_epoch()
             kept = f"epoch {last + 1}" if last is not None else "none (no epoch completed)"
+            before = f"lowest before {min(self.history):.3f}; " if self.history else ""
             raise CatastrophicOverfittingError(
                 f"catastrophic overfitting at epoch {epoch + 1}: the PGD-{CHECK_STEPS} robust loss "
-                f"is {current:.3f} (lowest before {min(self.history, default=math.nan):.3f}; under the "
-                f"training attack {train:.3f}); last good checkpoint kept: "
-                f"{kept}; use --train_attack=pgd or a smaller --epsilon"
+                f"is {current:.3f} ({before}under the training attack {train:.3f}); last good "
+                f"checkpoint kept: {kept}; use --train_attack=pgd or a smaller --epsilon"
             )
         self.history.append(current)

@@ -193,6 +193,20 @@ def test_overfitting_guard_stops_a_collapsing_run_and_leaves_a_sound_one(blowup,
         assert len(guard.history) == 4 and "robust_in_accuracy" in history.history
 
 
+def test_a_collapse_in_the_first_epoch_is_told_in_one_line():
+    """The values of the CPU suite's FGSM-RS atom_adv fine-tune at its first epoch: stopped,
+    and the line names only what it compared (no epoch before it)."""
+    values = {"robust_loss": 7.609, "train_attack_loss": 2.088}
+    guard = OverfittingGuard(lambda: values, lambda: None)
+    with pytest.raises(CatastrophicOverfittingError) as stopped:
+        guard.on_epoch_end(0, {})
+    assert str(stopped.value) == (
+        "catastrophic overfitting at epoch 1: the PGD-10 robust loss is 7.609 (under the training "
+        "attack 2.088); last good checkpoint kept: none (no epoch completed); use "
+        "--train_attack=pgd or a smaller --epsilon"
+    )
+
+
 FAST = dict(dataset="digits", model="small_cnn", epochs=2, num_candidates=512, num_selected=256,
             lr_decay_epochs=(1,), jit_compile=False, seed=3, deterministic=True)  # fmt: skip
 
