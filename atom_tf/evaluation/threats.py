@@ -327,14 +327,9 @@ def ensemble_attack(ctx: ThreatContext, count: int, log: EnsembleLog) -> Attack:
                "square": make_linf_attack(ctx, "square")}  # fmt: skip
     if ctx.scorer.margin_objective is not None:
         members["apgd_margin"] = make_linf_attack(ctx, "apgd", margin=True)
-    final_gain = ctx.final_gain if ctx.attack.early_stop else None
-    ceiling = ctx.gain_ceiling() if ctx.attack.early_stop else None
-
-    def past_bound(gain: np.ndarray) -> np.ndarray:
-        return np.zeros(len(gain), bool) if final_gain is None else gain > final_gain
-
-    def at_ceiling(gain: np.ndarray) -> np.ndarray:
-        return np.zeros(len(gain), bool) if ceiling is None else gain >= ceiling
+    stops, top = ctx.attack.early_stop, ctx.gain_ceiling()  # none: +inf, which no gain reaches
+    final_gain = ctx.final_gain if stops and ctx.final_gain is not None else np.inf
+    ceiling = top if stops and top is not None else np.inf
 
     def run(batch: np.ndarray, index: int) -> np.ndarray:
         real = min(len(batch), count - index * len(batch))
@@ -343,10 +338,10 @@ def ensemble_attack(ctx: ThreatContext, count: int, log: EnsembleLog) -> Attack:
         for member, name in enumerate(ENSEMBLE):
             if name not in members:
                 continue
-            gain = best_score[:real]
-            rows = np.flatnonzero(~(past_bound(gain) | at_ceiling(gain)))
+            past_bound, at_ceiling = best_score[:real] > final_gain, best_score[:real] >= ceiling
+            rows = np.flatnonzero(~(past_bound | at_ceiling))
             if name == ENSEMBLE[-1]:  # skipped by the last member for the bound alone
-                log.stopped_at_bound += int(np.sum(past_bound(gain) & ~at_ceiling(gain)))
+                log.stopped_at_bound += int(np.sum(past_bound & ~at_ceiling))
             if not len(rows):
                 continue
             start = time.perf_counter()

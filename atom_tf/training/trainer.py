@@ -333,17 +333,20 @@ class EpochCheckpoint(keras.callbacks.Callback):
             f.write(json.dumps({"epoch": epoch, **record}) + "\n")
 
 
+def history_records(run_dir: str) -> list[dict]:
+    """The lines of the run's history.jsonl (one per completed epoch; none before the first)."""
+    path = os.path.join(run_dir, "history.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
 def earlier_epoch_seconds(run_dir: str, initial_epoch: int) -> tuple[float, bool]:
     """The wall seconds history.jsonl records for the epochs before `initial_epoch` (trained by
     earlier processes of a resumed run), and whether it records them all (runs written before
     epochs were timed do not)."""
-    seconds: dict[int, float | None] = {}
-    path = os.path.join(run_dir, "history.jsonl")
-    if initial_epoch and os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                record = json.loads(line)
-                seconds[record["epoch"]] = record.get("epoch_seconds")
+    seconds = {r["epoch"]: r.get("epoch_seconds") for r in history_records(run_dir)}
     known = [seconds.get(epoch) for epoch in range(initial_epoch)]
     return sum(t for t in known if t is not None), None not in known
 
@@ -411,11 +414,7 @@ def overfitting_guard(
     outliers = (miner.pool.read(0, GUARD_OUTLIERS) if miner is not None
                 else np.zeros((0, *data.x_test.shape[1:]), np.uint8))  # fmt: skip
     check = RobustLossCheck(model, data.x_test[chosen], data.y_test[chosen], outliers, config.seed)
-    past = []
-    history = os.path.join(run_dir, "history.jsonl")
-    if os.path.exists(history):
-        with open(history) as f:
-            past = [r["robust_loss"] for r in map(json.loads, f) if "robust_loss" in r]
+    past = [r["robust_loss"] for r in history_records(run_dir) if "robust_loss" in r]
     return [OverfittingGuard(check, checkpoints.latest_epoch, past)]
 
 
