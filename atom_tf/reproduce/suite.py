@@ -122,6 +122,7 @@ def _eps(value: float) -> tuple[str, ...]:
 PGD_5 = ("--train_attack=pgd", "--attack_steps=5", f"--attack_step_size={2 / 255!r}")
 TRAIN_ATTACK = "train_attack"
 EPOCHS = "epochs"
+TRADES_ADVERSARY = "trades_adversary"
 for _name in ("aloe", "aoe"):
     for _value in (1, 2, 4, 8):
         register_suite_entry(SuiteEntry(
@@ -158,7 +159,16 @@ for _value in (1, 3, 6, 12):
         train_flags=("--method=atom_trades", "--init_from={runs_dir}/atom"),
         final_flags=(f"--trades_beta={_value}",),
         flags_name="atom_adv", strength=Strength("atom_trades", "beta", _value),
-        choices=(Choice("atom_trades", EPOCHS),) if _value == 6 else ()))  # fmt: skip
+        choices=(Choice("atom_trades", EPOCHS), Choice("atom_trades", TRADES_ADVERSARY))
+        if _value == 6 else ()))  # fmt: skip
+# x' of the KL term found by the attack of an in-distribution objective instead of the KL's
+# maximiser (towards the K+1-th class: the threat linf_in's own direction).
+for _objective in ("label", "ood", "both"):
+    register_suite_entry(SuiteEntry(
+        name=f"atom_trades_{_objective}",
+        train_flags=("--method=atom_trades", "--init_from={runs_dir}/atom"),
+        final_flags=("--trades_beta=6", f"--trades_adversary={_objective}"),
+        flags_name="atom_adv", choices=(Choice("atom_trades", TRADES_ADVERSARY),)))  # fmt: skip
 # The same fine-tune three times as long (6 epochs, x0.1 after the fourth): what more of the
 # 60 training minutes that issue 21 allows buys in accuracy and In+Out AUROC.
 register_suite_entry(SuiteEntry(

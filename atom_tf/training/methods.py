@@ -26,7 +26,8 @@ the trainer and the train step. Loss = mean CE(in, y) + λ · (mean ℓ_out(outl
           attacked (`--in_objective`: towards the K+1-th class, away from the label, or half
           each) and trained to keep its label.
 - atom_trades: ATOM plus TRADES on the in-distribution side: CE on clean images and
-          β · KL(f(x) ‖ f(x')) on half of them, x' the PGD maximiser of the KL (Zhang et al., 2019).
+          β · KL(f(x) ‖ f(x')) on half of them, x' the PGD maximiser of the KL (Zhang et al.,
+          2019) or (`--trades_adversary`) the attack of atom_adv's in-distribution objectives.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class Method:
     # OOD direction, i.e. minus the outlier attack objective ("ood"), or half each ("both")
     in_objective: str = "label"
     trades_beta: float = 0.0  # > 0: attacked images enter as β·KL(f(x) ‖ f(x')), not as CE
+    # what finds x' of the KL term: "kl" (TRADES: its maximiser) or one of IN_OBJECTIVES (the
+    # attack of `in_objective`, which it sets)
+    trades_adversary: str = "kl"
     in_regularizer: Objective | None = None  # per-sample term on in-distribution logits, × λ
     mining_score: Objective | None = ood_probability  # OOD score of the window (higher = OOD)
     # (method, run config) -> the method with its configurable constants (e.g. energy margins)
@@ -171,14 +175,24 @@ def _mixture_learning_rate(method: Method, config: dict) -> Method:
 
 
 def _in_distribution_attack(method: Method, config: dict) -> Method:
-    """ATOM's in-distribution adversarial training with the run's objective (and TRADES β)."""
-    changes = {"in_objective": config["in_objective"]}
-    if method.trades_beta > 0:
-        changes["trades_beta"] = config["trades_beta"]
-    return dataclasses.replace(method, **changes)
+    """ATOM's in-distribution adversarial training with the run's objective."""
+    return dataclasses.replace(method, in_objective=config["in_objective"])
+
+
+def _trades(method: Method, config: dict) -> Method:
+    """atom_trades with the run's β and adversary: TRADES' KL maximiser, or the attack of one
+    of atom_adv's in-distribution objectives (which the overfitting guard's PGD-10 then uses;
+    with "kl" it attacks the label)."""
+    adversary = config["trades_adversary"]
+    return dataclasses.replace(
+        method, trades_beta=config["trades_beta"],
+        trades_adversary=adversary,
+        in_objective="label" if adversary == "kl" else adversary,
+    )  # fmt: skip
 
 
 IN_OBJECTIVES = ("label", "ood", "both")
+TRADES_ADVERSARIES = ("kl", *IN_OBJECTIVES)
 
 
 def method_for(config: dict) -> Method:
@@ -202,8 +216,13 @@ MIXTURE_RATE = Setting(
 )  # fmt: skip
 IN_OBJECTIVE = Setting(
     name="in_objective", default="both", kind="enum", choices=IN_OBJECTIVES,
-    help="What attacks raise on in-distribution images (atom_adv, atom_trades): {choices} "
+    help="What attacks raise on in-distribution images (atom_adv): {choices} "
     "(label: their label's CE; ood: towards the K+1-th class; both: half each).",
+)  # fmt: skip
+TRADES_ADVERSARY = Setting(
+    name="trades_adversary", default="kl", kind="enum", choices=TRADES_ADVERSARIES,
+    help="What finds x' of atom_trades' KL term: {choices} (kl: TRADES' maximiser of the KL; "
+    "label, ood, both: the attack of atom_adv's --in_objective).",
 )  # fmt: skip
 TRADES_BETA = Setting(
     name="trades_beta", default=6.0, positive=True,
@@ -280,5 +299,5 @@ register_method(
     Method(name="atom_trades", extra_outputs=1, attack=True, mining=WINDOW,
            outlier_loss=kplus1_ce, outlier_weight=1.0, scorer="kplus1", attack_in=True,
            in_attacked_share=0.5, in_objective="label", trades_beta=TRADES_BETA.default,
-           configure=_in_distribution_attack, settings=(IN_OBJECTIVE, TRADES_BETA))
+           configure=_trades, settings=(TRADES_ADVERSARY, TRADES_BETA))
 )  # fmt: skip

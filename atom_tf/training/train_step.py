@@ -158,9 +158,13 @@ class RobustOODModel(keras.Model):
             attacked.append(attack(images[low:high], objective, 7919 + i))
         return tf.concat(attacked, axis=0)
 
-    def trades_attack(self, images: tf.Tensor) -> tf.Tensor:
-        """x' maximising KL(f(x) ‖ f(x')) in the ε-ball, f(x) fixed (inference mode), for the
-        last `in_attacked_share` of the batch (TRADES; the engine's uniform random start)."""
+    def trades_attack(self, images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        """x' of TRADES' KL term for the last `in_attacked_share` of the batch: maximising
+        KL(f(x) ‖ f(x')) in the ε-ball, f(x) fixed (inference mode; the engine's uniform random
+        start), or (`trades_adversary` other than "kl") the attack of the method's
+        in-distribution objectives (`attack_in_distribution`)."""
+        if self.method.trades_adversary != "kl":
+            return self.attack_in_distribution(images, labels)
         first = self._first_attacked(images.shape[0], self.method.in_attacked_share)
         target = tf.stop_gradient(tf.nn.softmax(self.network(images[first:], training=False)))
         return self._attack(images[first:], lambda logits: _kl(target, logits), 7919)
@@ -183,7 +187,7 @@ class RobustOODModel(keras.Model):
         method = self.method
         x_trades = None
         if method.trades_beta > 0:  # TRADES: x' joins the batch beside the clean images
-            x_trades = self.trades_attack(x_in)
+            x_trades = self.trades_attack(x_in, y_in)
         elif method.attack_in:  # adversarial training: the attacked part replaces its images
             attacked = self.attack_in_distribution(x_in, y_in)
             x_in = tf.concat([x_in[: x_in.shape[0] - attacked.shape[0]], attacked], axis=0)

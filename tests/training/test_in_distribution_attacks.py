@@ -20,7 +20,7 @@ from atom_tf.training.overfitting import (
     collapsed,
 )
 from atom_tf.training.train_step import AttackConfig, RobustOODModel, _kl
-from atom_tf.training.trainer import TrainConfig, train
+from atom_tf.training.trainer import TrainConfig, canonical_config, train
 from tests.helpers import h5_arrays, linear_network, tiny_network
 from tests.helpers import random_batch as batch
 
@@ -77,12 +77,39 @@ def test_ood_objective_pushes_in_distribution_images_towards_the_extra_class(rng
 
 def test_trades_attack_raises_the_kl_and_stays_in_the_ball(rng):
     model = _model("atom_trades")
-    x_in, _, _ = batch(rng, n_in=16)
-    attacked = model.trades_attack(x_in)
+    x_in, y_in, _ = batch(rng, n_in=16)
+    attacked = model.trades_attack(x_in, y_in)
     assert attacked.shape[0] == 8
     assert np.abs(attacked.numpy() - x_in[8:].numpy()).max() <= EPS + 1e-6
     clean = tf.nn.softmax(model.network(x_in[8:]))
     assert float(tf.reduce_mean(_kl(clean, model.network(attacked)))) > 1e-4
+
+
+def test_trades_adversary_towards_ood_raises_the_extra_class_not_only_the_kl(rng):
+    """--trades_adversary=ood: x' is the attack towards the K+1-th class (atom_adv's "ood"
+    objective) on the same half of the batch, in the ball; the KL's own maximiser moves p(OOD)
+    less, from the same start."""
+    x_in, y_in, _ = batch(rng, n_in=16)
+    towards_ood = _model("atom_trades", trades_adversary="ood")
+    kl = _model("atom_trades")
+    kl.network.set_weights(towards_ood.network.get_weights())
+    ood = lambda x: tf.nn.softmax(towards_ood.network(x))[:, -1].numpy()  # noqa: E731
+    attacked = towards_ood.trades_attack(x_in, y_in)
+    assert attacked.shape[0] == 8
+    assert np.abs(attacked.numpy() - x_in[8:].numpy()).max() <= EPS + 1e-6
+    assert ood(attacked).mean() > ood(x_in[8:]).mean()
+    assert ood(attacked).mean() > ood(kl.trades_attack(x_in, y_in)).mean()
+    assert towards_ood.method.in_objective == "ood" and kl.method.in_objective == "label"
+
+
+def test_in_objective_does_not_tell_trades_runs_apart():
+    """atom_trades never read --in_objective (its x' comes from --trades_adversary): two runs
+    that differ only there are the same run."""
+    record = {"method": "atom_trades"}
+    assert canonical_config({**record, "in_objective": "ood"}) == canonical_config(record)
+    adversary = {**record, "trades_adversary": "ood"}
+    assert canonical_config(adversary) != canonical_config(record)
+    assert method_for({**record, "in_objective": "ood"}).trades_adversary == "kl"
 
 
 def test_kl_matches_its_definition():
