@@ -159,8 +159,12 @@ for _value in (1, 3, 6, 12):
         train_flags=("--method=atom_trades", "--init_from={runs_dir}/atom"),
         final_flags=(f"--trades_beta={_value}",),
         flags_name="atom_adv", strength=Strength("atom_trades", "beta", _value),
-        choices=(Choice("atom_trades", EPOCHS), Choice("atom_trades", TRADES_ADVERSARY))
-        if _value == 6 else ()))  # fmt: skip
+        choices=(Choice("atom_trades", EPOCHS), Choice("atom_trades", TRADES_ADVERSARY),
+                 Choice("atom_trades", TRAIN_ATTACK)) if _value == 6 else ()))  # fmt: skip
+register_suite_entry(SuiteEntry(
+    name="atom_trades_pgd", train_flags=("--method=atom_trades", "--init_from={runs_dir}/atom"),
+    final_flags=("--trades_beta=6", *PGD_5), flags_name="atom_adv",
+    choices=(Choice("atom_trades", TRAIN_ATTACK),)))  # fmt: skip
 # x' of the KL term found by the attack of an in-distribution objective instead of the KL's
 # maximiser (towards the K+1-th class: the threat linf_in's own direction).
 for _objective in ("label", "ood", "both"):
