@@ -145,10 +145,13 @@ def test_fgsm_rs_is_one_step_of_1_25_eps_from_a_uniform_start(rng):
         AttackConfig(kind="fgsm")
 
 
-@pytest.mark.parametrize("name", NEW_METHODS)
+@pytest.mark.parametrize(
+    "name, settings",
+    [*((name, {}) for name in NEW_METHODS), ("atom_trades", {"trades_adversary": "ood"})],
+)
 @pytest.mark.parametrize("kind", ["pgd", "fgsm_rs"])
-def test_each_new_methods_step_lowers_its_loss(name, kind, rng):
-    method = method_for({"method": name})
+def test_each_new_methods_step_lowers_its_loss(name, settings, kind, rng):
+    method = method_for({"method": name, **settings})
     model = RobustOODModel(tiny_network(method.num_outputs(2)), method, 2,
                            attack=AttackConfig(kind=kind))  # fmt: skip
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=False)
