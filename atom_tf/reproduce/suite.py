@@ -123,60 +123,51 @@ PGD_5 = ("--train_attack=pgd", "--attack_steps=5", f"--attack_step_size={2 / 255
 TRAIN_ATTACK = "train_attack"
 EPOCHS = "epochs"
 TRADES_ADVERSARY = "trades_adversary"
+TRADES_BETA_6 = "--trades_beta=6"
+
+
+def _fine_tune(name: str, method: str, base: str, final_flags: tuple[str, ...],
+               flags_name: str, strength: Strength | None = None,
+               choices: tuple[str, ...] = ()) -> None:  # fmt: skip
+    """An entry fine-tuning the suite's `base` run with `method`, reading
+    `<flags_name>.flags`; `choices` names the run settings it is compared by."""
+    register_suite_entry(SuiteEntry(
+        name=name, train_flags=(f"--method={method}", f"--init_from={{runs_dir}}/{base}"),
+        final_flags=final_flags, flags_name=flags_name, strength=strength,
+        choices=tuple(Choice(method, setting) for setting in choices)))  # fmt: skip
+
+
 for _name in ("aloe", "aoe"):
     for _value in (1, 2, 4, 8):
-        register_suite_entry(SuiteEntry(
-            name=_name if _value == 1 else f"{_name}_eps{_value}",
-            train_flags=(f"--method={_name}", "--init_from={runs_dir}/oe"),
-            final_flags=_eps(_value), flags_name=_name,
-            strength=Strength(_name, "eps (/255)", _value),
-            choices=(Choice(_name, TRAIN_ATTACK),) if _value == 8 else ()))  # fmt: skip
-    register_suite_entry(SuiteEntry(
-        name=f"{_name}_eps8_pgd", train_flags=(f"--method={_name}", "--init_from={runs_dir}/oe"),
-        final_flags=(*_eps(8), *PGD_5), flags_name=_name, choices=(Choice(_name, TRAIN_ATTACK),)))  # fmt: skip
+        _fine_tune(_name if _value == 1 else f"{_name}_eps{_value}", _name, "oe", _eps(_value),
+                   _name, Strength(_name, "eps (/255)", _value),
+                   (TRAIN_ATTACK,) if _value == 8 else ())  # fmt: skip
+    _fine_tune(f"{_name}_eps8_pgd", _name, "oe", (*_eps(8), *PGD_5), _name,
+               choices=(TRAIN_ATTACK,))  # fmt: skip
 for _value in (2, 4, 8):
-    register_suite_entry(SuiteEntry(
-        name="atom_adv" if _value == 8 else f"atom_adv_eps{_value}",
-        train_flags=("--method=atom_adv", "--init_from={runs_dir}/atom"),
-        final_flags=_eps(_value), flags_name="atom_adv",
-        strength=Strength("atom_adv", "eps (/255)", _value),
-        choices=(Choice("atom_adv", TRAIN_ATTACK), Choice("atom_adv", "in_objective"))
-        if _value == 8 else ()))  # fmt: skip
-register_suite_entry(SuiteEntry(
-    name="atom_adv_pgd", train_flags=("--method=atom_adv", "--init_from={runs_dir}/atom"),
-    final_flags=(*_eps(8), *PGD_5), flags_name="atom_adv",
-    choices=(Choice("atom_adv", TRAIN_ATTACK),)))  # fmt: skip
+    _fine_tune("atom_adv" if _value == 8 else f"atom_adv_eps{_value}", "atom_adv", "atom",
+               _eps(_value), "atom_adv", Strength("atom_adv", "eps (/255)", _value),
+               (TRAIN_ATTACK, "in_objective") if _value == 8 else ())  # fmt: skip
+_fine_tune("atom_adv_pgd", "atom_adv", "atom", (*_eps(8), *PGD_5), "atom_adv",
+           choices=(TRAIN_ATTACK,))  # fmt: skip
 for _objective in ("label", "ood"):
-    register_suite_entry(
-        SuiteEntry(name=f"atom_adv_{_objective}", train_flags=(
-            "--method=atom_adv", "--init_from={runs_dir}/atom"),
-            final_flags=(f"--in_objective={_objective}",), flags_name="atom_adv",
-            choices=(Choice("atom_adv", "in_objective"),))
-    )  # fmt: skip
+    _fine_tune(f"atom_adv_{_objective}", "atom_adv", "atom", (f"--in_objective={_objective}",),
+               "atom_adv", choices=("in_objective",))  # fmt: skip
 for _value in (1, 3, 6, 12):
-    register_suite_entry(SuiteEntry(
-        name="atom_trades" if _value == 6 else f"atom_trades_beta{_value}",
-        train_flags=("--method=atom_trades", "--init_from={runs_dir}/atom"),
-        final_flags=(f"--trades_beta={_value}",),
-        flags_name="atom_adv", strength=Strength("atom_trades", "beta", _value),
-        choices=(Choice("atom_trades", EPOCHS), Choice("atom_trades", TRADES_ADVERSARY),
-                 Choice("atom_trades", TRAIN_ATTACK)) if _value == 6 else ()))  # fmt: skip
-register_suite_entry(SuiteEntry(
-    name="atom_trades_pgd", train_flags=("--method=atom_trades", "--init_from={runs_dir}/atom"),
-    final_flags=("--trades_beta=6", *PGD_5), flags_name="atom_adv",
-    choices=(Choice("atom_trades", TRAIN_ATTACK),)))  # fmt: skip
+    _fine_tune("atom_trades" if _value == 6 else f"atom_trades_beta{_value}", "atom_trades",
+               "atom", (f"--trades_beta={_value}",), "atom_adv",
+               Strength("atom_trades", "beta", _value),
+               (EPOCHS, TRADES_ADVERSARY, TRAIN_ATTACK) if _value == 6 else ())  # fmt: skip
+_fine_tune("atom_trades_pgd", "atom_trades", "atom", (TRADES_BETA_6, *PGD_5), "atom_adv",
+           choices=(TRAIN_ATTACK,))  # fmt: skip
 # x' of the KL term found by the attack of an in-distribution objective instead of the KL's
 # maximiser (towards the K+1-th class: the threat linf_in's own direction).
 for _objective in ("label", "ood", "both"):
-    register_suite_entry(SuiteEntry(
-        name=f"atom_trades_{_objective}",
-        train_flags=("--method=atom_trades", "--init_from={runs_dir}/atom"),
-        final_flags=("--trades_beta=6", f"--trades_adversary={_objective}"),
-        flags_name="atom_adv", choices=(Choice("atom_trades", TRADES_ADVERSARY),)))  # fmt: skip
+    _fine_tune(f"atom_trades_{_objective}", "atom_trades", "atom",
+               (TRADES_BETA_6, f"--trades_adversary={_objective}"), "atom_adv",
+               choices=(TRADES_ADVERSARY,))  # fmt: skip
 # The same fine-tune three times as long (6 epochs, x0.1 after the fourth): what more of the
 # 60 training minutes that issue 21 allows buys in accuracy and In+Out AUROC.
-register_suite_entry(SuiteEntry(
-    name="atom_trades_6epochs",
-    train_flags=("--method=atom_trades", "--init_from={runs_dir}/atom"),
-    final_flags=("--trades_beta=6", "--epochs=6", "--lr_decay_epochs=4"),
-    flags_name="atom_adv", choices=(Choice("atom_trades", EPOCHS),)))  # fmt: skip
+_fine_tune("atom_trades_6epochs", "atom_trades", "atom",
+           (TRADES_BETA_6, "--epochs=6", "--lr_decay_epochs=4"), "atom_adv",
+           choices=(EPOCHS,))  # fmt: skip
