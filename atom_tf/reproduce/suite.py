@@ -159,7 +159,7 @@ for _value in (1, 3, 6, 12):
                Strength("atom_trades", "beta", _value),
                (EPOCHS, TRADES_ADVERSARY, TRAIN_ATTACK) if _value == 6 else ())  # fmt: skip
 _fine_tune("atom_trades_pgd", "atom_trades", "atom", (TRADES_BETA_6, *PGD_5), "atom_adv",
-           choices=(TRAIN_ATTACK,))  # fmt: skip
+           choices=(TRAIN_ATTACK, EPOCHS))  # fmt: skip
 # x' of the KL term found by the attack of an in-distribution objective instead of the KL's
 # maximiser (towards the K+1-th class: the threat linf_in's own direction).
 for _objective in ("label", "ood", "both"):
@@ -168,6 +168,10 @@ for _objective in ("label", "ood", "both"):
                choices=(TRADES_ADVERSARY,))  # fmt: skip
 # The same fine-tune three times as long (6 epochs, x0.1 after the fourth): what more of the
 # 60 training minutes that issue 21 allows buys in accuracy and In+Out AUROC.
-_fine_tune("atom_trades_6epochs", "atom_trades", "atom",
-           (TRADES_BETA_6, "--epochs=6", "--lr_decay_epochs=4"), "atom_adv",
+SIX_EPOCHS = ("--epochs=6", "--lr_decay_epochs=4")
+_fine_tune("atom_trades_6epochs", "atom_trades", "atom", (TRADES_BETA_6, *SIX_EPOCHS), "atom_adv",
            choices=(EPOCHS,))  # fmt: skip
+# And with PGD-5: whether the 6-epoch run's loss of in-distribution robustness comes from
+# FGSM-RS.
+_fine_tune("atom_trades_pgd_6epochs", "atom_trades", "atom", (TRADES_BETA_6, *PGD_5, *SIX_EPOCHS),
+           "atom_adv", choices=(EPOCHS,))  # fmt: skip
