@@ -153,7 +153,7 @@ _fine_tune("atom_adv_pgd", "atom_adv", "atom", (*_eps(8), *PGD_5), "atom_adv",
 for _objective in ("label", "ood"):
     _fine_tune(f"atom_adv_{_objective}", "atom_adv", "atom", (f"--in_objective={_objective}",),
                "atom_adv", choices=("in_objective",))  # fmt: skip
-for _value in (1, 3, 6, 12):
+for _value in (1, 3, 6, 9, 12):
     _fine_tune("atom_trades" if _value == 6 else f"atom_trades_beta{_value}", "atom_trades",
                "atom", (f"--trades_beta={_value}",), "atom_adv",
                Strength("atom_trades", "beta", _value),

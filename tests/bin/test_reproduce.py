@@ -139,6 +139,7 @@ def test_a_strength_sweep_reads_its_methods_flag_file_at_its_own_strength(tmp_pa
         return commands(name)["train"]
 
     for name, flag, strength in (("atom_trades_beta3", "--trades_beta=3", 3),
+                                 ("atom_trades_beta9", "--trades_beta=9", 9),
                                  ("atom_adv_eps2", f"--epsilon={2 / 255!r}", 2),
                                  ("atom_adv", f"--epsilon={8 / 255!r}", 8)):  # fmt: skip
         command = train(name)
@@ -200,7 +201,8 @@ def test_recipes_as_released_and_pgd_entries_win_over_the_suites_training_attack
 
     for name, file, steps in (("aloe", "aloe.flags", "2"), ("aoe", "aoe.flags", "2"),
                               ("atom_adv_pgd", "atom_adv.flags", "5"),
-                              ("aloe_eps8_pgd", "aloe.flags", "5")):  # fmt: skip
+                              ("aloe_eps8_pgd", "aloe.flags", "5"),
+                              ("atom_trades_pgd_6epochs", "atom_adv.flags", "5")):  # fmt: skip
         command = commands(name)["train"]
         assert last(command, "train_attack") == "pgd" and last(command, "attack_steps") == steps
         if (tmp_path / file).exists():
@@ -208,3 +210,5 @@ def test_recipes_as_released_and_pgd_entries_win_over_the_suites_training_attack
     aloe8 = commands("aloe_eps8")["train"]
     assert not any(c.startswith("--train_attack=") for c in aloe8)  # the suite's own attack
     assert float(last(commands("aloe_eps8_pgd")["train"], "epsilon")) == 8 / 255
+    six = commands("atom_trades_pgd_6epochs")["train"]
+    assert last(six, "epochs") == "6" and after_file(six, "epochs", "atom_adv.flags")
