@@ -171,7 +171,10 @@ for _objective in ("label", "ood", "both"):
 SIX_EPOCHS = ("--epochs=6", "--lr_decay_epochs=4")
 _fine_tune("atom_trades_6epochs", "atom_trades", "atom", (TRADES_BETA_6, *SIX_EPOCHS), "atom_adv",
            choices=(EPOCHS,))  # fmt: skip
-# And with PGD-5: whether the 6-epoch run's loss of in-distribution robustness comes from
-# FGSM-RS.
-_fine_tune("atom_trades_pgd_6epochs", "atom_trades", "atom", (TRADES_BETA_6, *PGD_5, *SIX_EPOCHS),
-           "atom_adv", choices=(EPOCHS,))  # fmt: skip
+# And with PGD-5 (whether the 6-epoch run's loss of in-distribution robustness comes from
+# FGSM-RS), a beta sweep of its own.
+for _value in (6, 9):
+    _fine_tune("atom_trades_pgd_6epochs" + ("" if _value == 6 else f"_beta{_value}"),
+               "atom_trades", "atom", (f"--trades_beta={_value}", *PGD_5, *SIX_EPOCHS),
+               "atom_adv", Strength("atom_trades_pgd_6epochs", "beta", _value),
+               (EPOCHS,) if _value == 6 else ())  # fmt: skip
