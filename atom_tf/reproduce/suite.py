@@ -153,11 +153,6 @@ _fine_tune("atom_adv_pgd", "atom_adv", "atom", (*_eps(8), *PGD_5), "atom_adv",
 for _objective in ("label", "ood"):
     _fine_tune(f"atom_adv_{_objective}", "atom_adv", "atom", (f"--in_objective={_objective}",),
                "atom_adv", choices=("in_objective",))  # fmt: skip
-for _value in (1, 3, 6, 9, 12):
-    _fine_tune("atom_trades" if _value == 6 else f"atom_trades_beta{_value}", "atom_trades",
-               "atom", (f"--trades_beta={_value}",), "atom_adv",
-               Strength("atom_trades", "beta", _value),
-               (EPOCHS, TRADES_ADVERSARY, TRAIN_ATTACK) if _value == 6 else ())  # fmt: skip
 _fine_tune("atom_trades_pgd", "atom_trades", "atom", (TRADES_BETA_6, *PGD_5), "atom_adv",
            choices=(TRAIN_ATTACK, EPOCHS))  # fmt: skip
 # x' of the KL term found by the attack of an in-distribution objective instead of the KL's
@@ -171,10 +166,14 @@ for _objective in ("label", "ood", "both"):
 SIX_EPOCHS = ("--epochs=6", "--lr_decay_epochs=4")
 _fine_tune("atom_trades_6epochs", "atom_trades", "atom", (TRADES_BETA_6, *SIX_EPOCHS), "atom_adv",
            choices=(EPOCHS,))  # fmt: skip
-# And with PGD-5 (whether the 6-epoch run's loss of in-distribution robustness comes from
-# FGSM-RS), a beta sweep of its own.
-for _value in (6, 9):
-    _fine_tune("atom_trades_pgd_6epochs" + ("" if _value == 6 else f"_beta{_value}"),
-               "atom_trades", "atom", (f"--trades_beta={_value}", *PGD_5, *SIX_EPOCHS),
-               "atom_adv", Strength("atom_trades_pgd_6epochs", "beta", _value),
-               (EPOCHS,) if _value == 6 else ())  # fmt: skip
+# The beta sweeps: the suite's recipe (2 epochs), and PGD-5 for 6 epochs (whether the 6-epoch
+# run's loss of in-distribution robustness comes from FGSM-RS). beta 6 is each sweep's own
+# name and the one compared by the categorical settings.
+for _sweep, _recipe, _values, _choices in (
+    ("atom_trades", (), (1, 3, 6, 9, 12), (EPOCHS, TRADES_ADVERSARY, TRAIN_ATTACK)),
+    ("atom_trades_pgd_6epochs", (*PGD_5, *SIX_EPOCHS), (6, 9), (EPOCHS,)),
+):
+    for _value in _values:
+        _fine_tune(_sweep if _value == 6 else f"{_sweep}_beta{_value}", "atom_trades", "atom",
+                   (f"--trades_beta={_value}", *_recipe), "atom_adv",
+                   Strength(_sweep, "beta", _value), _choices if _value == 6 else ())  # fmt: skip
