@@ -141,6 +141,8 @@ def test_a_strength_sweep_reads_its_methods_flag_file_at_its_own_strength(tmp_pa
     for name, flag, strength in (("atom_trades_beta3", "--trades_beta=3", 3),
                                  ("atom_trades_beta9", "--trades_beta=9", 9),
                                  ("atom_trades_pgd_6epochs_beta9", "--trades_beta=9", 9),
+                                 ("atom_trades_pgd_eps12", f"--epsilon={12 / 255!r}", 12),
+                                 ("atom_trades_pgd_eps4", f"--attack_step_size={1 / 255!r}", 4),
                                  ("atom_adv_eps2", f"--epsilon={2 / 255!r}", 2),
                                  ("atom_adv", f"--epsilon={8 / 255!r}", 8)):  # fmt: skip
         command = train(name)
