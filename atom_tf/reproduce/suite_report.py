@@ -24,11 +24,13 @@ def combine(
     dataset_label: str,
     strengths: dict[str, dict] | None = None,
     choices: dict[str, list[dict]] | None = None,
+    run_settings: dict[str, dict] | None = None,
 ) -> dict:
     """Rows per suite entry from each evaluation's results.json, in the paper's threat order;
     `strengths` (entry: {method, setting, value}) places entries in a strength sweep,
     `choices` (entry: [{method, setting, value}, ...]) in comparisons of categorical
-    settings."""
+    settings, where `run_settings` (entry: the settings its run trained with) names what else
+    the compared entries differ in."""
     strengths, choices = strengths or {}, choices or {}
     rows = {}
     threats: list[str] = []
@@ -62,7 +64,7 @@ def combine(
         if method in evaluations
     }
     return {"dataset": dataset_label, "threats": ordered, "rows": rows, "published": published,
-            "tradeoffs": tradeoffs(rows), "comparisons": comparisons(rows)}  # fmt: skip
+            "tradeoffs": tradeoffs(rows), "comparisons": comparisons(rows, run_settings or {})}  # fmt: skip
 
 
 E2E_THREATS = ("natural", "linf", *END_TO_END)
@@ -200,29 +202,65 @@ def tradeoffs(rows: dict[str, dict]) -> dict[str, dict]:
             for method, sweep in sweeps.items() if len(sweep["points"]) >= 2}  # fmt: skip
 
 
-def comparisons(rows: dict[str, dict]) -> dict[str, dict]:
+# run settings that do not change what is trained: never named as a difference
+RUNTIME_SETTINGS = frozenset({"data_dir", "download", "jit_compile"})
+
+
+def comparisons(
+    rows: dict[str, dict], run_settings: dict[str, dict] | None = None
+) -> dict[str, dict]:
     """Per (method, categorical setting) with at least two evaluated entries (e.g. atom_adv's
-    train_attack: FGSM-RS against PGD-5): each entry's value and point, in suite order."""
+    train_attack: FGSM-RS against PGD-5): each entry's value and point, in suite order, with
+    `others`, the other run settings the group's entries differ in (its epochs, where FGSM-RS
+    and PGD-5 runs of two lengths are compared), where `run_settings` has every entry's."""
     groups: dict[str, dict] = {}
     for name, row in rows.items():
         for choice in row.get("choices", ()):
             group = groups.setdefault(f"{choice['method']}: {choice['setting']}",
                                       {"setting": choice["setting"], "points": []})  # fmt: skip
             group["points"].append(_point(name, row, choice["value"]))
-    return {key: group for key, group in groups.items() if len(group["points"]) >= 2}
+    groups = {key: group for key, group in groups.items() if len(group["points"]) >= 2}
+    for group in groups.values():
+        _name_other_differences(group, run_settings or {})
+    return groups
+
+
+def _name_other_differences(group: dict, run_settings: dict[str, dict]) -> None:
+    """Sets each point's `others` (setting: value) to the settings besides the compared one
+    whose values differ between the group's entries."""
+    settings = [run_settings.get(p["entry"]) for p in group["points"]]
+    if not all(settings):
+        return
+    keys = sorted({k for s in settings for k in s} - RUNTIME_SETTINGS - {group["setting"]})
+    differing = [k for k in keys if len({json.dumps(s.get(k)) for s in settings}) > 1]
+    for point, run in zip(group["points"], settings, strict=True):
+        point["others"] = {k: run.get(k) for k in differing}
 
 
 TRADEOFF_COLUMNS = (("accuracy", "test accuracy ↑"), ("natural_fpr95", "natural FPR95 ↓"),
                     ("in_out_auroc", "In+Out AUROC ↑"))  # fmt: skip
 
 
+def _setting_text(name: str, value) -> str:
+    """A run setting as a table cell: radii and step sizes in /255, lists comma-joined."""
+    if name in ("epsilon", "attack_step_size") and isinstance(value, (int, float)):
+        return f"{name} {value * 255:.4g}/255"
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    return f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+
+
 def _points_table(title: str, setting: str, points: list[dict]) -> list[str]:
     columns = [*TRADEOFF_COLUMNS, ("train_seconds", "train s")]
-    lines = ["", title, "", f"| {setting} | entry | " + " | ".join(t for _, t in columns) + " |",
-             "|---|---|" + "---|" * len(columns)]  # fmt: skip
+    others = any(p.get("others") for p in points)  # a column only where entries differ more
+    titles = [*(t for _, t in columns), *(["also differs in"] if others else [])]
+    lines = ["", title, "", f"| {setting} | entry | " + " | ".join(titles) + " |",
+             "|---|---|" + "---|" * len(titles)]  # fmt: skip
     for point in points:
         cells = ["–" if point[k] is None else f"{point[k]:.2f}" for k, _ in TRADEOFF_COLUMNS]
         cells.append(_duration(point["train_seconds"], point["train_lower_bound"], 1))
+        if others:
+            cells.append(", ".join(_setting_text(k, v) for k, v in point["others"].items()))
         value = point["value"]
         value = f"{value:g}" if isinstance(value, (int, float)) else str(value)
         lines.append(f"| {value} | {point['entry']} | " + " | ".join(cells) + " |")

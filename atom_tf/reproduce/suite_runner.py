@@ -78,13 +78,11 @@ def run_train_seconds(runs_dir: str, entry: SuiteEntry, timings: Timings) -> dic
     return {"train": summary["train_seconds"], **({"train_lower_bound": True} if partial else {})}
 
 
-def run_setting(runs_dir: str, entry: SuiteEntry, setting: str):
-    """The value a run trained with for one of its settings (its default where config.json
-    omits it)."""
+def run_settings(runs_dir: str, entry: SuiteEntry) -> dict:
+    """The settings a run trained with (their defaults where config.json omits them)."""
     from atom_tf.training.trainer import TrainConfig, read_run_config
 
-    record = TrainConfig.from_json(read_run_config(os.path.join(runs_dir, entry.run_name)))
-    return record.record()[setting]
+    return TrainConfig.from_json(read_run_config(os.path.join(runs_dir, entry.run_name))).record()
 
 
 def finished_evaluation(path: str, runs_dir: str, entry: SuiteEntry) -> dict:
@@ -163,9 +161,10 @@ def run_suite(
         }
     dataset = source_label(next(iter(evaluations.values()))["dataset"])
     strengths = {e.name: dataclasses.asdict(e.strength) for e in entries if e.strength}
-    choices = {e.name: [{**dataclasses.asdict(c), "value": run_setting(runs_dir, e, c.setting)}
+    compared = {e.name: run_settings(runs_dir, e) for e in entries if e.choices}
+    choices = {e.name: [{**dataclasses.asdict(c), "value": compared[e.name][c.setting]}
                         for c in e.choices] for e in entries if e.choices}  # fmt: skip
-    table = combine(evaluations, seconds, dataset, strengths, choices)
+    table = combine(evaluations, seconds, dataset, strengths, choices, compared)
     write_suite_reports(table, runs_dir, plots=plots)
     with open(os.path.join(runs_dir, "results.md")) as f:
         print(f"\n{f.read()}results in {runs_dir}")

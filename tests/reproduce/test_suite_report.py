@@ -7,6 +7,7 @@ import json
 import pytest
 
 from atom_tf.reproduce.suite_report import (
+    _setting_text,
     combine,
     mean_fpr95,
     suite_markdown,
@@ -152,3 +153,35 @@ def test_a_comparison_of_training_attacks_gives_each_ones_cost_and_robustness():
     assert "| label | atom_adv_label | 79.00 | 35.00 | 0.20 | – |" in markdown
     single = combine(evaluations, seconds, "cifar10", None, {"atom_adv_pgd": [attack("pgd")]})
     assert single["comparisons"] == {}
+
+
+def test_a_comparison_names_what_else_its_entries_differ_in():
+    """Runs compared by epochs that also differ in their training attack and schedule say so
+    in a column of their own; the compared setting, settings all share and runtime settings
+    (the data folder) are not named."""
+    evaluations = {"short": swept(57.0, 31.0, 32.4, "atom_trades"),
+                   "long_pgd": swept(60.0, 15.3, 27.0, "atom_trades")}  # fmt: skip
+    epochs = lambda value: [{"method": "atom_trades", "setting": "epochs", "value": value}]  # noqa: E731
+    shared = {"trades_beta": 6.0, "epsilon": 8 / 255}
+    runs = {"short": {**shared, "epochs": 2, "train_attack": "fgsm_rs", "lr_decay_epochs": [1],
+                      "data_dir": "a"},
+            "long_pgd": {**shared, "epochs": 6, "train_attack": "pgd", "lr_decay_epochs": [4],
+                         "data_dir": "b"}}  # fmt: skip
+    table = combine(evaluations, {}, "cifar10", None,
+                    {"short": epochs(2), "long_pgd": epochs(6)}, runs)  # fmt: skip
+    points = table["comparisons"]["atom_trades: epochs"]["points"]
+    assert [p["others"] for p in points] == [
+        {"lr_decay_epochs": [1], "train_attack": "fgsm_rs"},
+        {"lr_decay_epochs": [4], "train_attack": "pgd"},
+    ]
+    markdown = suite_markdown(table)
+    assert "| train s | also differs in |" in markdown
+    assert (
+        "| 6 | long_pgd | 60.00 | 15.30 | 27.00 | – | lr_decay_epochs 4, train_attack pgd |"
+        in markdown
+    )
+    runs["long_pgd"].update(train_attack="fgsm_rs", lr_decay_epochs=[1])  # epochs alone differ
+    table = combine(evaluations, {}, "cifar10", None, {"short": epochs(2), "long_pgd": epochs(6)},
+                    runs)  # fmt: skip
+    assert "also differs in" not in suite_markdown(table)
+    assert _setting_text("epsilon", 12 / 255) == "epsilon 12/255"
