@@ -10,8 +10,8 @@ setup(
     description="Adversarial Training with informative Outlier Mining (ATOM) for Keras 3 / TensorFlow",
     python_requires=">=3.11",
     packages=find_packages(include=["atom_tf", "atom_tf.*"]),
-    # the shipped detectors (atom_tf/evaluation/pretrained.py)
-    package_data={"atom_tf.evaluation": ["pretrained_runs/*/*"]},
+    # the shipped detectors (atom_tf/pretrained.py)
+    package_data={"atom_tf": ["pretrained_runs/*/*"]},
     install_requires=[
         "tensorflow>=2.18,<2.23",
         "keras>=3.6,<4",

@@ -41,7 +41,7 @@ def main(argv: list[str]) -> None:
     from atom_tf.errors import InvalidConfigError
     from atom_tf.evaluation.detect import detect_images
     from atom_tf.evaluation.export import is_export
-    from atom_tf.evaluation.pretrained import resolve_run
+    from atom_tf.pretrained import resolve_run
 
     if not FLAGS.model or not FLAGS.images:
         raise InvalidConfigError("pass --model=RUN_OR_EXPORT and --images=PATH")

@@ -69,10 +69,10 @@ def main(argv: list[str]) -> None:
     from atom_tf.data.ood_sets import EMBEDDED_SETS, STANDARD_SETS
     from atom_tf.distribution import describe_strategy, is_chief
     from atom_tf.errors import InvalidConfigError
-    from atom_tf.evaluation.pretrained import resolve_run
     from atom_tf.evaluation.reports import markdown_table, write_reports
     from atom_tf.evaluation.runner import evaluate
     from atom_tf.files import is_writable
+    from atom_tf.pretrained import resolve_run
     from atom_tf.training.methods import method_for
     from atom_tf.training.trainer import read_run_config, resolve_jit_compile
 

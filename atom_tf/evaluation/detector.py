@@ -211,7 +211,7 @@ def load_detector(
     same interface run by the export's own runtime. An unfinished run loads its latest
     checkpoint, with a warning."""
     from atom_tf.evaluation.export import is_export, load_export
-    from atom_tf.evaluation.pretrained import resolve_run
+    from atom_tf.pretrained import resolve_run
 
     run_dir = resolve_run(run_dir)
     if is_export(run_dir):
@@ -305,7 +305,7 @@ def load_run(
     Caches (threshold, fitted constants) are keyed by the weights, the test set and the
     settings they come from; they are written into the run, or into `cache_dir` when the run
     folder cannot be written."""
-    from atom_tf.evaluation.pretrained import resolve_run
+    from atom_tf.pretrained import resolve_run
 
     run_dir = resolve_run(run_dir)
     network, config, data, state = load_network(run_dir, overrides, strategy)

@@ -4,7 +4,7 @@
     python bin/evaluate.py --checkpoint=pretrained:cifar10_cpu_atom
 
 Each is a finished run folder (config.json, summary.json with its test accuracy and weights
-SHA-256, network.weights.h5, flags.txt) in `atom_tf/evaluation/pretrained_runs/<name>/`: in
+SHA-256, network.weights.h5, flags.txt) in `atom_tf/pretrained_runs/<name>/`: in
 the package so that it works offline and always matches the code that reads it (a weights
 file of at most 2 MB). It is copied once into `$ATOM_TF_CACHE/pretrained/<name>/` (default
 ~/.cache/atom_tf), where thresholds and evaluations are written, never into the package; a copy

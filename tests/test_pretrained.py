@@ -1,4 +1,4 @@
-"""The shipped detectors (atom_tf/evaluation/pretrained.py): each loads by name and gives its
+"""The shipped detectors (atom_tf/pretrained.py): each loads by name and gives its
 recorded test accuracy on its test set to 0.1 points; the package copy is never written."""
 
 import json
@@ -9,7 +9,7 @@ import pytest
 
 import atom_tf
 from atom_tf.errors import InvalidConfigError
-from atom_tf.evaluation.pretrained import HERE, pretrained_names, resolve_run
+from atom_tf.pretrained import HERE, pretrained_names, resolve_run
 from tests.conftest import REPO
 
 
