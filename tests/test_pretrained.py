@@ -67,3 +67,30 @@ def test_a_changed_copy_is_replaced_and_an_unknown_name_refused(tmp_path, monkey
     ):
         resolve_run("pretrained:nothing")
     assert resolve_run("runs/x") == "runs/x"
+
+
+def test_a_run_can_start_from_a_shipped_detector(tmp_path, monkeypatch):
+    """--init_from=pretrained:NAME copies the shipped network (here into atom_trades', which
+    fine-tunes ATOM's); an unknown name is refused before any data is loaded."""
+    from atom_tf.data import load_in_distribution
+    from atom_tf.training.checkpoint import load_weights_checked
+    from atom_tf.training.methods import method_for
+    from atom_tf.training.networks import build_network, initialise_from_run
+    from atom_tf.training.trainer import TrainConfig, validate_config
+
+    monkeypatch.setenv("ATOM_TF_CACHE", str(tmp_path))
+    with open(os.path.join(HERE, "digits_atom", "config.json")) as f:
+        shipped = build_network("small_cnn", method_for(json.load(f)), 10, None)
+    load_weights_checked(shipped, os.path.join(HERE, "digits_atom", "network.weights.h5"))
+    trades = method_for({"method": "atom_trades"})
+    network = build_network("small_cnn", trades, 10, None)
+    initialise_from_run(network, trades, 10, None, "pretrained:digits_atom", "digits", "small_cnn")
+    images = load_in_distribution("digits").x_test[:8].astype(np.float32) / 255
+    np.testing.assert_array_equal(network(images), shipped(images))
+    validate_config(TrainConfig(method="atom_trades", init_from="pretrained:digits_atom"))
+    with pytest.raises(InvalidConfigError, match="no pretrained detector 'nope'; choose one of"):
+        validate_config(TrainConfig(method="atom_trades", init_from="pretrained:nope"))
+    with pytest.raises(InvalidConfigError, match="pretrained:digits_atom trained small_cnn on"):
+        initialise_from_run(
+            network, trades, 10, None, "pretrained:digits_atom", "digits", "wrn_40_2"
+        )

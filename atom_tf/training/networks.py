@@ -8,6 +8,7 @@ import numpy as np
 
 from atom_tf.errors import InvalidConfigError
 from atom_tf.models import Normalization, build_model
+from atom_tf.pretrained import resolve_run
 from atom_tf.training.checkpoint import finished_weights, load_run_config, load_weights_checked
 from atom_tf.training.methods import Method, method_for
 
@@ -24,29 +25,31 @@ def build_network(
 
 def initialise_from_run(
     network: keras.Model, method: Method, num_classes: int, normalization: Normalization,
-    source_dir: str, dataset: str, model: str,
+    source: str, dataset: str, model: str,
 ) -> None:  # fmt: skip
-    """Starts `network` from the final weights of the run in `source_dir` (same dataset and
-    architecture). Outputs the source lacks (SOFL's reject classes after a K-way standard run)
-    keep their fresh initialisation; every other weight is copied."""
+    """Starts `network` from the final weights of the run folder `source`, or of the shipped
+    detector `pretrained:NAME` (same dataset and architecture). Outputs the source lacks (SOFL's
+    reject classes after a K-way standard run) keep their fresh initialisation; every other
+    weight is copied."""
+    source_dir = resolve_run(source)
     source_config = load_run_config(source_dir)
     final = finished_weights(source_dir)
     if final is None:
-        raise InvalidConfigError(f"--init_from: {source_dir} has not finished training")
+        raise InvalidConfigError(f"--init_from: {source} has not finished training")
     if not all(isinstance(source_config.get(k), str) for k in ("dataset", "model", "method")):
-        raise InvalidConfigError(f"--init_from: {source_dir}/config.json is damaged")
+        raise InvalidConfigError(f"--init_from: {source}'s config.json is damaged")
     if (source_config["dataset"], source_config["model"]) != (dataset, model):
         raise InvalidConfigError(
-            f"--init_from: {source_dir} trained {source_config['model']} on "
+            f"--init_from: {source} trained {source_config['model']} on "
             f"{source_config['dataset']}, not {model} on {dataset}"
         )
-    source = build_network(model, method_for(source_config), num_classes, normalization)
-    load_weights_checked(source, *final)
-    if len(source.weights) != len(network.weights):
+    trained = build_network(model, method_for(source_config), num_classes, normalization)
+    load_weights_checked(trained, *final)
+    if len(trained.weights) != len(network.weights):
         raise InvalidConfigError(
             f"--init_from: {source_config['method']}'s network does not fit {method.name}'s"
         )
-    for target, value in zip(network.weights, source.weights, strict=True):
+    for target, value in zip(network.weights, trained.weights, strict=True):
         value = np.asarray(value)
         if tuple(target.shape) == value.shape:
             target.assign(value)
@@ -57,5 +60,5 @@ def initialise_from_run(
         else:
             raise InvalidConfigError(
                 f"--init_from: weight {target.path} has shape {tuple(target.shape)} here and "
-                f"{value.shape} in {source_dir}"
+                f"{value.shape} in {source}"
             )

@@ -37,6 +37,7 @@ from atom_tf.distribution import (
 from atom_tf.errors import InvalidConfigError, NonFiniteLossError
 from atom_tf.files import DamagedFileError, check_record, writable_directory
 from atom_tf.models import MODELS
+from atom_tf.pretrained import is_pretrained, resolve_run
 from atom_tf.settings import Setting, setting, settings_of, with_defaults
 from atom_tf.training.checkpoint import (
     FINAL_WEIGHTS,
@@ -132,7 +133,9 @@ class TrainConfig:
         added_later=True,
     )  # fmt: skip
     init_from: str = setting(
-        "", "Start from this finished run's network (fine-tuning: sofl, energy).",
+        "", "Start from this finished run's network (fine-tuning: sofl, energy), or from a "
+        "shipped detector, pretrained:NAME (pretrained:cifar10_cpu_atom: the CPU suite's ATOM "
+        "run, which its atom_adv / atom_trades entries fine-tune).",
         added_later=True,
     )  # fmt: skip
     # {name: value} of the method's own settings (Method.settings); missing ones take defaults
@@ -268,7 +271,9 @@ def validate_config(config: TrainConfig) -> None:
     for name in ("epsilon", "attack_steps"):
         if getattr(config, name) < 0:
             raise InvalidConfigError(f"--{name} must be >= 0 (got {getattr(config, name)})")
-    if config.init_from and not os.path.exists(os.path.join(config.init_from, "config.json")):
+    if is_pretrained(config.init_from):
+        resolve_run(config.init_from)  # an unknown name: one line listing the shipped ones
+    elif config.init_from and not os.path.exists(os.path.join(config.init_from, "config.json")):
         raise InvalidConfigError(f"--init_from: {config.init_from} is not a training run")
     if config.num_candidates and config.num_selected:
         validate_mining(config.num_candidates, config.num_selected, config.quantile)
