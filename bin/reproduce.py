@@ -57,6 +57,26 @@ flags.DEFINE_string(
 flags.DEFINE_string("tpu", "", "Passed to every training and evaluation with --distribution.")
 flags.DEFINE_string("precision", "", "Passed to every training (float32, mixed_bfloat16, ...).")
 flags.DEFINE_bool("plots", True, "Write the bar chart (and each evaluation's plots).")
+flags.DEFINE_list(
+    "pretrained_bases", [], "RUN:NAME,...: entries that fine-tune the suite's run RUN start "
+    "from the shipped detector pretrained:NAME instead, e.g. atom:cifar10_cpu_atom,"
+    "oe:cifar10_cpu_oe for the CPU suites (their runs, shipped), so RUN need not be trained.",
+)  # fmt: skip
+
+
+def pretrained_bases(items: list[str]) -> dict[str, str]:
+    """--pretrained_bases as RUN -> NAME, each NAME a shipped detector."""
+    from atom_tf.errors import InvalidConfigError
+    from atom_tf.pretrained import pretrained_names
+
+    bases = dict(item.partition(":")[::2] for item in items)
+    for run, name in bases.items():
+        if not run or name not in pretrained_names():
+            raise InvalidConfigError(
+                f"--pretrained_bases: {run}:{name} must be RUN:NAME with NAME one of "
+                f"{', '.join(pretrained_names())}"
+            )
+    return bases
 
 
 def main(argv: list[str]) -> None:
@@ -64,7 +84,7 @@ def main(argv: list[str]) -> None:
 
     from atom_tf.distribution import is_chief_task
     from atom_tf.errors import InvalidConfigError
-    from atom_tf.reproduce.suite import get_suite_entry
+    from atom_tf.reproduce.suite import get_suite_entry, with_pretrained_bases
     from atom_tf.reproduce.suite_runner import run_suite
 
     for path, name in (
@@ -75,7 +95,8 @@ def main(argv: list[str]) -> None:
             raise InvalidConfigError(f"{name}: no file {path}")
     if FLAGS.entry_flags_dir and not os.path.isdir(FLAGS.entry_flags_dir):
         raise InvalidConfigError(f"--entry_flags_dir: no folder {FLAGS.entry_flags_dir}")
-    entries = [get_suite_entry(name) for name in FLAGS.suite]
+    bases = pretrained_bases(FLAGS.pretrained_bases)
+    entries = [with_pretrained_bases(get_suite_entry(name), bases) for name in FLAGS.suite]
     both = [f"--{name}={FLAGS[name].value}" for name in ("distribution", "tpu")
             if FLAGS[name].value]  # fmt: skip
     train_only = [f"--precision={FLAGS.precision}"] if FLAGS.precision else []

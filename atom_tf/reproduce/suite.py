@@ -63,6 +63,17 @@ def register_suite_entry(entry: SuiteEntry) -> SuiteEntry:
     return SUITE_ENTRIES.register(entry.name)(entry)
 
 
+def with_pretrained_bases(entry: SuiteEntry, bases: dict[str, str]) -> SuiteEntry:
+    """`entry` fine-tuning the shipped detector `pretrained:NAME` where it would fine-tune the
+    suite's run RUN (`bases`: RUN -> NAME), so that it needs no training of RUN first."""
+    flags = tuple(
+        next((f"--init_from=pretrained:{name}" for run, name in bases.items()
+              if flag == f"--init_from={{runs_dir}}/{run}"), flag)
+        for flag in entry.train_flags
+    )  # fmt: skip
+    return dataclasses.replace(entry, train_flags=flags)
+
+
 # Table 1's baselines (paper Appendix B.3). MSP, ODIN and Mahalanobis score one standard run;
 # SOFL's second phase and the energy regulariser fine-tune it. Their batch sizes, schedules and
 # pool samples differ per dataset: a suite's entry flag files give them (`--entry_flags_dir`).

@@ -93,6 +93,7 @@ def test_reproduce_mistakes_are_one_line(tmp_path, tiny_suite):
     for args, needle in [
         ([*tiny_suite, "--suite=atom,vos"], "unknown suite entry 'vos'"),
         ([*tiny_suite[1:], f"--train_flagfile={tmp_path / 'none.flags'}"], "no file"),
+        ([*tiny_suite, "--pretrained_bases=atom:nope"], "NAME one of cifar10_cpu_atom,"),
     ]:
         result = run(args)
         assert result.returncode == 2, result.stderr[-2000:]
@@ -185,6 +186,20 @@ def test_the_in_distribution_attack_entries_resolve(name):
                   "atom_adv_ood,atom_trades,atom_adv_eps2,aloe_eps4,atom_trades_beta12"])  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--method=atom_trades" in result.stdout and "--in_objective=ood" in result.stdout
+
+
+def test_pretrained_bases_replace_only_the_named_base_runs():
+    """--pretrained_bases=atom:cifar10_cpu_atom: fine-tunes of the suite's ATOM run start from
+    the shipped one; fine-tunes of other runs (SOFL's standard run) and the rest stay."""
+    from atom_tf.reproduce.suite import get_suite_entry, with_pretrained_bases
+
+    bases = {"atom": "cifar10_cpu_atom"}
+    trades = with_pretrained_bases(get_suite_entry("atom_trades_pgd_6epochs"), bases)
+    assert "--init_from=pretrained:cifar10_cpu_atom" in trades.train_flags
+    assert not any("{runs_dir}" in flag for flag in trades.train_flags)
+    assert trades.final_flags == get_suite_entry("atom_trades_pgd_6epochs").final_flags
+    for name in ("sofl", "aloe", "atom"):  # other bases, or no base at all: unchanged
+        assert with_pretrained_bases(get_suite_entry(name), bases) == get_suite_entry(name)
 
 
 def test_recipes_as_released_and_pgd_entries_win_over_the_suites_training_attack(tmp_path):
