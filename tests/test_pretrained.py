@@ -19,12 +19,16 @@ def recorded(name: str) -> dict:
 
 
 def test_the_shipped_detectors_are_small_and_named():
-    assert pretrained_names() == ["cifar10_cpu_atom", "cifar10_cpu_oe", "digits_atom"]
+    assert pretrained_names() == [
+        "cifar10_cpu_atom", "cifar10_cpu_atom_trades", "cifar10_cpu_oe", "digits_atom"
+    ]  # fmt: skip
     for name in pretrained_names():
         assert os.path.getsize(os.path.join(HERE, name, "network.weights.h5")) <= 2 << 20
 
 
-@pytest.mark.parametrize("name", ["digits_atom", "cifar10_cpu_atom", "cifar10_cpu_oe"])
+@pytest.mark.parametrize(
+    "name", ["digits_atom", "cifar10_cpu_atom", "cifar10_cpu_oe", "cifar10_cpu_atom_trades"]
+)
 def test_a_shipped_detector_reproduces_its_test_accuracy(name, monkeypatch):
     with open(os.path.join(HERE, name, "config.json")) as f:
         dataset = json.load(f)["dataset"]
@@ -63,7 +67,8 @@ def test_a_changed_copy_is_replaced_and_an_unknown_name_refused(tmp_path, monkey
     )
     assert not os.path.exists(os.path.join(copy, "threshold_kplus1.json"))
     with pytest.raises(
-        InvalidConfigError, match="choose one of cifar10_cpu_atom, cifar10_cpu_oe, digits_atom"
+        InvalidConfigError,
+        match="choose one of cifar10_cpu_atom, cifar10_cpu_atom_trades, cifar10_cpu_oe, digits_atom",
     ):
         resolve_run("pretrained:nothing")
     assert resolve_run("runs/x") == "runs/x"
