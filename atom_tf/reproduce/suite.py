@@ -6,6 +6,7 @@ Adding an entry is one `register_suite_entry` call."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from atom_tf.registry import Registry
 
@@ -153,17 +154,30 @@ def _fine_tune(name: str, method: str, base: str, final_flags: tuple[str, ...],
         choices=tuple(Choice(method, setting) for setting in choices)))  # fmt: skip
 
 
+EPS = "eps (/255)"
+
+
+def _sweep(sweep: str, method: str, base: str, flags_name: str, setting: str,
+           values: tuple[float, ...], default: float,
+           flags_of: Callable[[float], tuple[str, ...]], choices: tuple[str, ...] = (),
+           compared_at: float | None = None) -> None:  # fmt: skip
+    """A strength sweep: an entry per value, named `sweep` at `default` and `<sweep>_eps<v>` /
+    `<sweep>_beta<v>` elsewhere, trained with `flags_of(value)`; the entry at `compared_at`
+    (default: `default`) is in the comparisons of `choices`."""
+    short = "eps" if setting == EPS else setting
+    compared = default if compared_at is None else compared_at
+    for value in values:
+        _fine_tune(sweep if value == default else f"{sweep}_{short}{value}", method, base,
+                   flags_of(value), flags_name, Strength(sweep, setting, value),
+                   choices if value == compared else ())  # fmt: skip
+
+
 for _name in ("aloe", "aoe"):
-    for _value in (1, 2, 4, 8):
-        _fine_tune(_name if _value == 1 else f"{_name}_eps{_value}", _name, "oe", _eps(_value),
-                   _name, Strength(_name, "eps (/255)", _value),
-                   (TRAIN_ATTACK,) if _value == 8 else ())  # fmt: skip
+    _sweep(_name, _name, "oe", _name, EPS, (1, 2, 4, 8), 1, _eps, (TRAIN_ATTACK,), compared_at=8)
     _fine_tune(f"{_name}_eps8_pgd", _name, "oe", (*_eps(8), *PGD_5), _name,
                choices=(TRAIN_ATTACK,))  # fmt: skip
-for _value in (2, 4, 8):
-    _fine_tune("atom_adv" if _value == 8 else f"atom_adv_eps{_value}", "atom_adv", "atom",
-               _eps(_value), "atom_adv", Strength("atom_adv", "eps (/255)", _value),
-               (TRAIN_ATTACK, "in_objective") if _value == 8 else ())  # fmt: skip
+_sweep("atom_adv", "atom_adv", "atom", "atom_adv", EPS, (2, 4, 8), 8, _eps,
+       (TRAIN_ATTACK, "in_objective"))  # fmt: skip
 _fine_tune("atom_adv_pgd", "atom_adv", "atom", (*_eps(8), *PGD_5), "atom_adv",
            choices=(TRAIN_ATTACK,))  # fmt: skip
 for _objective in ("label", "ood"):
@@ -171,11 +185,9 @@ for _objective in ("label", "ood"):
                "atom_adv", choices=("in_objective",))  # fmt: skip
 # The eps sweep of atom_trades, with PGD-5 (steps of eps/4) for 2 epochs: FGSM-RS's single step
 # of 1.25 eps invites catastrophic overfitting above the evaluation's 8/255.
-for _value in (4, 8, 12):
-    _fine_tune("atom_trades_pgd" if _value == 8 else f"atom_trades_pgd_eps{_value}",
-               "atom_trades", "atom", (TRADES_BETA_6, *_eps(_value), *_pgd_5(_value)),
-               "atom_adv", Strength("atom_trades_pgd", "eps (/255)", _value),
-               (TRAIN_ATTACK, EPOCHS) if _value == 8 else ())  # fmt: skip
+_sweep("atom_trades_pgd", "atom_trades", "atom", "atom_adv", EPS, (4, 8, 12), 8,
+       lambda value: (TRADES_BETA_6, *_eps(value), *_pgd_5(value)),
+       (TRAIN_ATTACK, EPOCHS))  # fmt: skip
 # x' of the KL term found by the attack of an in-distribution objective instead of the KL's
 # maximiser (towards the K+1-th class: the threat linf_in's own direction).
 for _objective in ("label", "ood", "both"):
@@ -190,11 +202,9 @@ _fine_tune("atom_trades_6epochs", "atom_trades", "atom", (TRADES_BETA_6, *SIX_EP
 # The beta sweeps: the suite's recipe (2 epochs), and PGD-5 for 6 epochs (whether the 6-epoch
 # run's loss of in-distribution robustness comes from FGSM-RS). beta 6 is each sweep's own
 # name and the one compared by the categorical settings.
-for _sweep, _recipe, _values, _choices in (
+for _name, _recipe, _values, _choices in (
     ("atom_trades", (), (1, 3, 6, 9, 12), (EPOCHS, TRADES_ADVERSARY, TRAIN_ATTACK)),
     ("atom_trades_pgd_6epochs", (*PGD_5, *SIX_EPOCHS), (6, 9), (EPOCHS,)),
 ):
-    for _value in _values:
-        _fine_tune(_sweep if _value == 6 else f"{_sweep}_beta{_value}", "atom_trades", "atom",
-                   (f"--trades_beta={_value}", *_recipe), "atom_adv",
-                   Strength(_sweep, "beta", _value), _choices if _value == 6 else ())  # fmt: skip
+    _sweep(_name, "atom_trades", "atom", "atom_adv", "beta", _values, 6,
+           lambda value, recipe=_recipe: (f"--trades_beta={value}", *recipe), _choices)  # fmt: skip

@@ -64,7 +64,7 @@ def combine(
         if method in evaluations
     }
     return {"dataset": dataset_label, "threats": ordered, "rows": rows, "published": published,
-            "tradeoffs": tradeoffs(rows), "comparisons": comparisons(rows, run_settings or {})}  # fmt: skip
+            "tradeoffs": tradeoffs(rows), "comparisons": comparisons(rows, run_settings)}  # fmt: skip
 
 
 E2E_THREATS = ("natural", "linf", *END_TO_END)
