@@ -51,6 +51,36 @@ def describe_features(features: dict[str, bool] | None) -> str:
     return "AVX2, no AVX-512" if features["avx2"] else "no AVX2"
 
 
+# oneDNN's own cap on the instructions it uses (its documented variable; DNNL_ is the older
+# name): values below AVX-512 make it run 8-float AVX2 vectors on an AVX-512 CPU.
+ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+_BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+
+
+def onednn_isa_cap(environ: dict | None = None) -> tuple[str, str] | None:
+    """(variable, ISA) of the cap set for oneDNN, e.g. ('ONEDNN_MAX_CPU_ISA', 'AVX2'), or None
+    where none is set (ALL counts as none)."""
+    environ = os.environ if environ is None else environ
+    for name in ISA_VARIABLES:
+        value = environ.get(name, "").strip().upper()
+        if value and value != "ALL":
+            return name, value
+    return None
+
+
+def onednn_vector_floats(
+    features: dict[str, bool] | str | None = "read", environ: dict | None = None
+) -> int:
+    """The float32 lanes of the vectors oneDNN's kernels use here: 16 on an AVX-512 CPU whose
+    oneDNN is not capped below AVX-512, else 8 (AVX2; also taken where features are unknown).
+    Its blocked memory layouts hold this many channels per block."""
+    features = cpu_features() if features == "read" else features
+    if not features or not features["avx512f"]:
+        return 8
+    cap = onednn_isa_cap(environ)
+    return 8 if cap and cap[1] in _BELOW_AVX512 else 16
+
+
 @dataclasses.dataclass(frozen=True)
 class OneDnnChoice:
     enabled: bool | None  # None: TensorFlow's own default, not known here
@@ -115,16 +145,43 @@ def onednn_enabled() -> bool:
 
 def numerics() -> str:
     """What a number computed now depends on beyond its inputs: the TensorFlow version, the
-    device kind, whether oneDNN's kernels are on and atom_tf's own kernel choices
-    ('TensorFlow 2.21.0, CPU, oneDNN on; atom_tf kernels 2'). Imports TensorFlow."""
+    device kind, whether oneDNN's kernels are on and which (`onednn_kernels`), and atom_tf's own
+    kernel choices ('TensorFlow 2.21.0, CPU, oneDNN on (AVX-512); atom_tf kernels 2'). Imports
+    TensorFlow."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     names = sorted({tf.config.experimental.get_device_details(g).get("device_name", "GPU")
                     for g in gpus})  # fmt: skip
     device = ", ".join(names) if names else "CPU"
-    onednn = "on" if onednn_enabled() else "off"
+    onednn = f"on ({onednn_kernels()})" if onednn_enabled() else "off"
     return f"TensorFlow {tf.__version__}, {device}, oneDNN {onednn}; atom_tf kernels {KERNELS}"
+
+
+FPMATH_VARIABLE = "ONEDNN_DEFAULT_FPMATH_MODE"  # e.g. BF16: float32 convolutions on bfloat16
+
+
+def onednn_kernels(
+    features: dict[str, bool] | str | None = "read", environ: dict | None = None
+) -> str:
+    """Which of oneDNN's kernels run, as far as they round differently: the vector ISA ('AVX-512',
+    'AVX2', or the cap set by ONEDNN_MAX_CPU_ISA) and a math mode set by
+    ONEDNN_DEFAULT_FPMATH_MODE ('AVX2, fpmath BF16'). The same weights scored on an AVX2 and an
+    AVX-512 machine (a run folder on shared storage, or copied) differ in the last bits, so a
+    threshold or scores cached on one are not reused on the other."""
+    environ = os.environ if environ is None else environ
+    features = cpu_features() if features == "read" else features
+    cap = onednn_isa_cap(environ)
+    if features is None:
+        isa = cap[1] if cap else "ISA unknown"
+    elif features["avx512f"]:
+        isa = cap[1] if cap else "AVX-512"  # a cap below what the CPU has is what runs
+    elif features["avx2"]:
+        isa = cap[1] if cap and cap[1] in _BELOW_AVX512 else "AVX2"
+    else:
+        isa = "below AVX2"
+    fpmath = environ.get(FPMATH_VARIABLE, "").strip().upper()
+    return f"{isa}, fpmath {fpmath}" if fpmath and fpmath != "STRICT" else isa
 
 
 CHOICE: OneDnnChoice | None = None  # what choose_onednn found when atom_tf was imported
@@ -133,4 +190,6 @@ CHOICE: OneDnnChoice | None = None  # what choose_onednn found when atom_tf was 
 def onednn_state() -> str:
     """The CPU and the oneDNN choice, for start lines."""
     choice = CHOICE or choose_onednn()
-    return f"CPU {describe_features(cpu_features())}, {choice.describe()}"
+    cap = onednn_isa_cap()
+    capped = f", ISA capped at {cap[1]} by {cap[0]}" if cap else ""
+    return f"CPU {describe_features(cpu_features())}, {choice.describe()}{capped}"

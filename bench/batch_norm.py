@@ -4,13 +4,14 @@ against atom_tf's own path (statistics, one fused scale-offset-ReLU pass, the fu
 per channel count, and optionally the ATOM training step with each, alternating in one process
 (the machines are noisy: only ratios from one run compare).
 
-oneDNN's kernel is fast where the channels fill its blocked layout (multiples of 16 on
-AVX-512) and slow elsewhere; atom_tf takes its own path only there (channels not a multiple of
-`atom_tf.models.layers.BLOCKED_CHANNELS`), on AVX-512 CPUs (where this was measured). The
-shapes are DenseNet-BC-100's (64 + 128 images of 32×32, 24 + 12 k channels) and the
-bottleneck's 48.
+With AVX-512 vectors oneDNN's kernel is fast where the channels fill its blocked layout
+(multiples of 16) and slow elsewhere, and atom_tf takes its own path only there (channels not a
+multiple of `atom_tf.models.layers.BLOCKED_CHANNELS`); with AVX2 vectors it was the slower one
+at every channel count, and atom_tf takes its own path everywhere. The shapes are
+DenseNet-BC-100's (64 + 128 images of 32×32, 24 + 12 k channels) and the bottleneck's 48.
 
     python bench/batch_norm.py [--channels=48,60,64,120,128,136,216] [--step_model=densenet_bc_100]
+    ONEDNN_MAX_CPU_ISA=AVX2 python bench/batch_norm.py   # an AVX-512 CPU with AVX2's vectors
 """
 
 from __future__ import annotations
@@ -125,17 +126,21 @@ def atom_step(model: str):
 def main(argv: list[str]) -> None:
     del argv
     from atom_tf.cpu import onednn_state
-    from atom_tf.models.layers import BLOCKED_CHANNELS
+    from atom_tf.models import layers
 
-    print(f"{onednn_state()}; atom_tf's path where channels % {BLOCKED_CHANNELS} != 0 "
-          "(on AVX-512 CPUs)", flush=True)  # fmt: skip
+    lanes = layers._onednn_lanes()
+    blocked = lanes >= layers.BLOCKED_CHANNELS
+    where = f"where channels % {layers.BLOCKED_CHANNELS} != 0" if blocked else "everywhere"
+    print(f"{onednn_state()}; oneDNN vectors of {lanes} floats: atom_tf's path {where}",
+          flush=True)  # fmt: skip
     for channels in (int(c) for c in FLAGS.channels):
         seconds = alternate({name: with_kernel(k, lambda c=channels: layer_step(c))
                              for name, k in kernels().items()}, FLAGS.rounds)  # fmt: skip
         print(f"BN+ReLU train [{FLAGS.batch}, {FLAGS.size}, {FLAGS.size}, {channels}]: "
               f"oneDNN {1e3 * seconds['onednn']:.1f} ms, atom_tf {1e3 * seconds['atom_tf']:.1f} "
               f"ms, oneDNN / atom_tf {seconds['onednn'] / seconds['atom_tf']:.2f}"
-              f"{'' if channels % BLOCKED_CHANNELS else '  (blocked: oneDNN used)'}", flush=True)  # fmt: skip
+              f"{'  (blocked: oneDNN used)' if blocked and not channels % layers.BLOCKED_CHANNELS else ''}",
+              flush=True)  # fmt: skip
     if FLAGS.step_model:
         steps = {"onednn": with_kernel(kernels()["onednn"], lambda: atom_step(FLAGS.step_model)),
                  "atom_tf": atom_step(FLAGS.step_model)}  # the shipped choice per layer  # fmt: skip

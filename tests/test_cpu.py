@@ -81,7 +81,7 @@ def test_a_fresh_process_gets_the_choice_before_tensorflow_loads():
     chosen = probe(None)
     if fast_path_applies:  # set before TensorFlow loaded, and TensorFlow runs with it
         assert chosen.startswith("1 ") and f"oneDNN on ({cpu.AUTO_REASON})" in chosen
-        assert chosen.endswith(f", CPU, oneDNN on; atom_tf kernels {cpu.KERNELS}")
+        assert chosen.endswith(f", CPU, oneDNN on (AVX2); atom_tf kernels {cpu.KERNELS}")
     else:
         assert chosen.startswith("None ")
     refused = probe("0")
@@ -111,8 +111,38 @@ def test_a_train_step_and_an_attack_agree_with_and_without_onednn(tmp_path):
                       num_candidates=512, num_selected=256, jit_compile=False, seed=3),
           run_dir, verbose=0)  # fmt: skip
     off, on = numbers_with_onednn(run_dir, "0"), numbers_with_onednn(run_dir, "1")
-    assert ", oneDNN off;" in off["numerics"] and ", oneDNN on;" in on["numerics"]
+    assert ", oneDNN off;" in off["numerics"] and ", oneDNN on (" in on["numerics"]
     assert on["loss"] == pytest.approx(off["loss"], rel=1e-5)
     np.testing.assert_allclose(on["weights"], off["weights"], rtol=0, atol=1e-4)
     np.testing.assert_allclose(on["clean_scores"], off["clean_scores"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(on["attacked_scores"], off["attacked_scores"], rtol=0, atol=1e-4)
+
+
+def test_onednn_vector_width_follows_the_cpu_and_oneDNN_isa_cap(monkeypatch):
+    """16 floats with AVX-512, 8 with AVX2 or where ONEDNN_MAX_CPU_ISA (or the older
+    DNNL_MAX_CPU_ISA) caps oneDNN below AVX-512; the start line names the cap."""
+    assert cpu.onednn_vector_floats(AVX512, {}) == 16
+    assert cpu.onednn_vector_floats(AVX2, {}) == 8
+    assert cpu.onednn_vector_floats(None, {}) == 8
+    assert cpu.onednn_vector_floats(AVX512, {"ONEDNN_MAX_CPU_ISA": "avx2"}) == 8
+    assert cpu.onednn_vector_floats(AVX512, {"DNNL_MAX_CPU_ISA": "AVX2_VNNI"}) == 8
+    assert cpu.onednn_vector_floats(AVX512, {"ONEDNN_MAX_CPU_ISA": "ALL"}) == 16
+    assert cpu.onednn_vector_floats(AVX512, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}) == 16
+    assert cpu.onednn_isa_cap({"DNNL_MAX_CPU_ISA": "avx2"}) == ("DNNL_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert cpu.onednn_state().endswith(", ISA capped at AVX2 by ONEDNN_MAX_CPU_ISA")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert "capped" not in cpu.onednn_state()
+
+
+def test_numerics_name_the_onednn_kernels_that_round_differently():
+    """A cache made with AVX-512 kernels is not one made with AVX2 kernels (or under a cap or a
+    bfloat16 math mode): the numerics key names them."""
+    assert cpu.onednn_kernels(AVX512, {}) == "AVX-512"
+    assert cpu.onednn_kernels(AVX2, {}) == "AVX2"
+    assert cpu.onednn_kernels(AVX512, {"ONEDNN_MAX_CPU_ISA": "avx2"}) == "AVX2"
+    assert cpu.onednn_kernels(AVX2, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}) == "AVX2"  # not there
+    assert cpu.onednn_kernels(AVX512, {"ONEDNN_DEFAULT_FPMATH_MODE": "bf16"}) == "AVX-512, fpmath BF16"
+    assert cpu.onednn_kernels(AVX512, {"ONEDNN_DEFAULT_FPMATH_MODE": "strict"}) == "AVX-512"
+    assert cpu.onednn_kernels(None, {}) == "ISA unknown"

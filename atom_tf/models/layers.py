@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from atom_tf.cpu import cpu_features, onednn_enabled
+from atom_tf.cpu import onednn_enabled, onednn_vector_floats
 
 
 # PyTorch reference models: kaiming normal (fan_out) convolutions, BN eps 1e-5 / momentum 0.1.
@@ -74,28 +74,31 @@ def _scale_and_offset(inputs, scale, offset):
     return tf.nn.bias_add(tf.nn.depthwise_conv2d(inputs, kernel, [1, 1, 1, 1], "VALID"), offset)
 
 
-# oneDNN's training batch norm is fast on channel counts that fill its blocked layout (16
-# floats on AVX-512) and about twice as slow otherwise (bench/batch_norm.py), as on most of
-# DenseNet's concatenations (24 + 12 k channels).
+# oneDNN's training batch norm on AVX-512 is fast on channel counts that fill its blocked
+# layout (16 floats) and about 1.4x slower otherwise (bench/batch_norm.py), as on most of
+# DenseNet's concatenations (24 + 12 k channels). With 8-float AVX2 vectors it was slower than
+# atom_tf's path at every channel count measured (1.33-1.70x at 48-216 channels, multiples of
+# 8 and 16 included; an AVX-512 CPU with oneDNN capped at AVX2).
 BLOCKED_CHANNELS = 16
 
 
 @functools.cache
-def _avx512() -> bool:
-    features = cpu_features()
-    return bool(features and features["avx512f"])
+def _onednn_lanes() -> int:
+    return onednn_vector_floats()
 
 
 def _own_training_batch_norm(inputs) -> bool:
     """Whether training-mode batch norm takes `_batch_norm_training` instead of oneDNN's own
-    kernel: where that kernel is slow (channels not a multiple of BLOCKED_CHANNELS), on the
-    AVX-512 CPUs where this was measured."""
-    return bool(inputs.shape[-1] % BLOCKED_CHANNELS) and _avx512() and _depthwise_scaling(inputs)
+    kernel: where that kernel is the slower one (bench/batch_norm.py): with AVX-512 vectors
+    where the channels are not a multiple of BLOCKED_CHANNELS, with AVX2 vectors always."""
+    if not _depthwise_scaling(inputs):
+        return False
+    return _onednn_lanes() < BLOCKED_CHANNELS or bool(inputs.shape[-1] % BLOCKED_CHANNELS)
 
 
 def _batch_norm_training(inputs, gamma, beta, epsilon: float):
-    """Training-mode batch norm for oneDNN's CPU kernels where its own is slow (channels not a
-    multiple of BLOCKED_CHANNELS): (outputs, batch mean, biased batch variance). The forward
+    """Training-mode batch norm for oneDNN's CPU kernels where its own is the slower one
+    (`_own_training_batch_norm`): (outputs, batch mean, biased batch variance). The forward
     pass is the statistics (two passes) and one fused scale-offset(-ReLU) pass; the gradient is
     TensorFlow's fused batch-norm gradient, given the same statistics."""
 

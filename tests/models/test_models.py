@@ -115,10 +115,10 @@ def test_inference_batch_norm_on_onednn_equals_the_plain_multiply_add(rng, monke
 
 
 def test_training_batch_norm_on_onednn_equals_the_fused_kernel(rng, monkeypatch):
-    """Training batch norm where oneDNN runs and its own kernel is slow (channels not a multiple
-    of 16: statistics, then the fused scale-offset pass, and TensorFlow's fused gradient) gives
-    the fused kernel's outputs, input and parameter gradients and moving statistics, which
-    match a float64 computation by hand."""
+    """Training batch norm where oneDNN runs and its own kernel is slow (with AVX-512 vectors
+    channels not a multiple of 16, with AVX2 vectors every count: statistics, then the fused
+    scale-offset pass, and TensorFlow's fused gradient) gives the fused kernel's outputs, input
+    and parameter gradients and moving statistics, which match a float64 computation by hand."""
     import tensorflow as tf
 
     from atom_tf.models import layers
@@ -144,7 +144,7 @@ def test_training_batch_norm_on_onednn_equals_the_fused_kernel(rng, monkeypatch)
         out = [np.asarray(t) for t in run(x)]
         return out, np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)
 
-    monkeypatch.setattr(layers, "_avx512", lambda: True)  # where the choice was measured
+    monkeypatch.setattr(layers, "_onednn_lanes", lambda: 16)  # AVX-512 vectors
     taken = []
     own = layers._batch_norm_training
     monkeypatch.setattr(layers, "_batch_norm_training", lambda *a: taken.append(1) or own(*a))
@@ -155,6 +155,9 @@ def test_training_batch_norm_on_onednn_equals_the_fused_kernel(rng, monkeypatch)
     blocked = layers.FusedBatchNorm()  # 16 channels: oneDNN's own kernel is the fast one there
     blocked(tf.ones((2, 4, 4, layers.BLOCKED_CHANNELS)), training=True)
     assert len(taken) == 1
+    monkeypatch.setattr(layers, "_onednn_lanes", lambda: 8)  # AVX2 vectors: atom_tf's path always
+    layers.FusedBatchNorm()(tf.ones((2, 4, 4, layers.BLOCKED_CHANNELS)), training=True)
+    assert len(taken) == 2
     for ours, theirs in zip(fast, fused, strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fast_mean, fused_mean, rtol=1e-6, atol=1e-7)
