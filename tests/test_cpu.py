@@ -143,6 +143,8 @@ def test_numerics_name_the_onednn_kernels_that_round_differently():
     assert cpu.onednn_kernels(AVX2, {}) == "AVX2"
     assert cpu.onednn_kernels(AVX512, {"ONEDNN_MAX_CPU_ISA": "avx2"}) == "AVX2"
     assert cpu.onednn_kernels(AVX2, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}) == "AVX2"  # not there
-    assert cpu.onednn_kernels(AVX512, {"ONEDNN_DEFAULT_FPMATH_MODE": "bf16"}) == "AVX-512, fpmath BF16"
+    assert (
+        cpu.onednn_kernels(AVX512, {"ONEDNN_DEFAULT_FPMATH_MODE": "bf16"}) == "AVX-512, fpmath BF16"
+    )
     assert cpu.onednn_kernels(AVX512, {"ONEDNN_DEFAULT_FPMATH_MODE": "strict"}) == "AVX-512"
     assert cpu.onednn_kernels(None, {}) == "ISA unknown"

@@ -96,15 +96,18 @@ def _own_training_batch_norm(inputs) -> bool:
     return _onednn_lanes() < BLOCKED_CHANNELS or bool(inputs.shape[-1] % BLOCKED_CHANNELS)
 
 
-def _batch_norm_training(inputs, gamma, beta, epsilon: float):
+def _batch_norm_training(inputs, gamma, beta, epsilon: float, moments=None):
     """Training-mode batch norm for oneDNN's CPU kernels where its own is the slower one
     (`_own_training_batch_norm`): (outputs, batch mean, biased batch variance). The forward
-    pass is the statistics (two passes) and one fused scale-offset(-ReLU) pass; the gradient is
-    TensorFlow's fused batch-norm gradient, given the same statistics."""
+    pass is the statistics (two passes; none where `moments`, [2, C] mean and biased variance of
+    `inputs` computed before, are given) and one fused scale-offset(-ReLU) pass; the gradient is
+    TensorFlow's fused batch-norm gradient, given the same statistics (which carries their
+    dependence on the inputs: none flows through `moments`)."""
+    known = None if moments is None else tf.unstack(tf.stop_gradient(moments))
 
     @tf.custom_gradient
     def normalize(x, gamma, beta):
-        mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+        mean, variance = tf.nn.moments(x, axes=[0, 1, 2]) if known is None else known
         scale = gamma * tf.math.rsqrt(variance + epsilon)
         outputs = _scale_and_offset(x, scale, beta - mean * scale)
 
@@ -127,6 +130,31 @@ def _unbiased(variance, count):
     return variance * count / tf.maximum(count - 1, 1)
 
 
+def channel_moments(x) -> tf.Tensor:
+    """[2, C]: the per-channel mean and biased variance of `x` over all but its last axis."""
+    return tf.stack(tf.nn.moments(x, axes=list(range(len(x.shape) - 1))))
+
+
+@keras.saving.register_keras_serializable("atom_tf")
+class ConcatMoments(layers.Layer):
+    """The training batch statistics of a growing concatenation, assembled from its parts'
+    (DenseNet: a block's input, then each layer's new channels), so that the batch norms that
+    read the concatenation do not compute again the statistics of the channels before (each
+    channel's statistics are its own). Inputs: [x] (the statistics of x) or [moments, y]
+    (the statistics so far, then y's). Outside training: zeros, which FusedBatchNorm ignores."""
+
+    def call(self, inputs, training=None):
+        *known, part = inputs
+        if not training:
+            return tf.zeros(self.compute_output_shape([t.shape for t in inputs]), tf.float32)
+        moments = channel_moments(tf.cast(part, tf.float32))
+        return tf.concat([known[0], moments], axis=1) if known else moments
+
+    def compute_output_shape(self, input_shapes):
+        *known, part = input_shapes
+        return (2, (known[0][-1] if known else 0) + part[-1])
+
+
 @keras.saving.register_keras_serializable("atom_tf")
 class FusedBatchNorm(layers.Layer):
     """Batch normalisation over the last axis with TensorFlow's fused kernel, PyTorch semantics.
@@ -146,6 +174,8 @@ class FusedBatchNorm(layers.Layer):
         self.epsilon = epsilon
 
     def build(self, input_shape):
+        if isinstance(input_shape, list):  # [x, moments]
+            input_shape = input_shape[0]
         shape = (input_shape[-1],)
         self.gamma = self.add_weight(shape=shape, name="gamma", initializer="ones", autocast=False)
         self.beta = self.add_weight(shape=shape, name="beta", initializer="zeros", autocast=False)
@@ -170,6 +200,9 @@ class FusedBatchNorm(layers.Layer):
         return tf.cast(outputs, inputs.dtype), mean, _unbiased(variance, count)
 
     def call(self, inputs, training=None):
+        moments = None
+        if isinstance(inputs, (list, tuple)):  # [x, its training statistics (ConcatMoments)]
+            inputs, moments = inputs
         if not training:
             scale = self.gamma * tf.math.rsqrt(self.moving_variance + self.epsilon)
             offset = tf.cast(self.beta - self.moving_mean * scale, inputs.dtype)
@@ -185,7 +218,7 @@ class FusedBatchNorm(layers.Layer):
             outputs, mean, variance = self._synchronized(inputs)
         elif _own_training_batch_norm(inputs):
             outputs, mean, variance = _batch_norm_training(
-                inputs, self.gamma, self.beta, self.epsilon
+                inputs, self.gamma, self.beta, self.epsilon, moments
             )
             variance = _unbiased(variance, tf.reduce_prod(tf.shape(inputs)[:-1]))
         else:
@@ -198,14 +231,15 @@ class FusedBatchNorm(layers.Layer):
         return outputs
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        return input_shape[0] if isinstance(input_shape, list) else input_shape
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
 
 
-def bn_relu(x):
-    x = FusedBatchNorm(momentum=0.9, epsilon=1e-5)(x)
+def bn_relu(x, moments=None):
+    """Batch norm and ReLU; `moments`: x's training statistics from ConcatMoments, if known."""
+    x = FusedBatchNorm(momentum=0.9, epsilon=1e-5)(x if moments is None else [x, moments])
     return layers.ReLU()(x)
 
 
@@ -218,8 +252,8 @@ def logits_layer(num_outputs: int) -> layers.Dense:
     )  # fmt: skip
 
 
-def classifier_head(x, num_outputs: int):
+def classifier_head(x, num_outputs: int, moments=None):
     """BN-ReLU, global average pooling, linear layer to the logits."""
-    x = bn_relu(x)
+    x = bn_relu(x, moments)
     x = layers.GlobalAveragePooling2D()(x)
     return logits_layer(num_outputs)(x)

@@ -170,3 +170,68 @@ def test_training_batch_norm_on_onednn_equals_the_fused_kernel(rng, monkeypatch)
     np.testing.assert_allclose(fast_mean, 0.1 * mean, rtol=1e-5)  # moved 0.1 of the way from 0
     np.testing.assert_allclose(fast_var, 0.9 + 0.1 * var * x64[..., 0].size / (x64[..., 0].size - 1),
                                rtol=1e-5)  # fmt: skip
+
+
+def test_densenet_reuses_the_statistics_of_earlier_channels_and_trains_as_before(rng, monkeypatch):
+    """DenseNet's batch norms get the training statistics of the growing concatenation from
+    ConcatMoments (each channel's computed once); on atom_tf's own path (every layer, as with
+    AVX2 vectors) the training step's outputs, gradients and moving statistics equal the fused
+    kernel's (which computes every layer's statistics itself), and inference ignores them."""
+    import keras
+    import tensorflow as tf
+
+    from atom_tf.models import layers
+    from atom_tf.models.densenet import densenet_bc
+
+    x = tf.constant(rng.random((6, 32, 32, 3)).astype(np.float32))
+    computed = []
+    moments = layers.channel_moments
+    monkeypatch.setattr(
+        layers, "channel_moments", lambda t: computed.append(t.shape[-1]) or moments(t)
+    )
+
+    def step(own_path: bool):
+        monkeypatch.setattr(layers, "_depthwise_scaling", lambda t: own_path)
+        monkeypatch.setattr(layers, "_onednn_lanes", lambda: 8)
+        keras.utils.set_random_seed(4)
+        net = densenet_bc(11, depth=16, growth=4)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = net(x, training=True)
+            loss = tf.reduce_sum(out * out)
+        grads = tape.gradient(loss, [x, *net.trainable_variables])
+        clean = net(x, training=False)
+        return [np.asarray(t) for t in (out, clean, *grads, *net.non_trainable_variables)]
+
+    ours, fused = step(True), step(False)
+    # each block's input once, then each layer's 4 new channels (2 layers per block)
+    assert computed[:9] == [8, 4, 4, 8, 4, 4, 8, 4, 4] and len(computed) == 18
+    assert len(ours) == len(fused)
+    for a, b in zip(ours, fused, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_densenet_weights_saved_before_the_statistics_layers_load(tmp_path, rng):
+    """A DenseNet checkpoint saved by the architecture without ConcatMoments (atom_tf before
+    it) loads into today's and gives the same outputs: the weightless layers shift nothing."""
+    import keras
+    from keras import layers as kl
+
+    from atom_tf.models.densenet import densenet_bc
+    from atom_tf.models.layers import bn_relu, classifier_head, conv, inputs_32
+
+    keras.utils.set_random_seed(1)
+    inputs, x = inputs_32(None)
+    x = conv(x, 8, 3)
+    for block in range(3):
+        for _ in range(2):
+            x = kl.Concatenate()([x, conv(bn_relu(conv(bn_relu(x), 16, 1)), 4, 3)])
+        if block < 2:
+            x = kl.AveragePooling2D(2)(conv(bn_relu(x), 8, 1))
+    before = keras.Model(inputs, classifier_head(x, 11))
+    images = rng.random((3, 32, 32, 3)).astype(np.float32)
+    before(images, training=True)  # moving statistics away from their initial values
+    before.save_weights(tmp_path / "before.weights.h5")
+    today = densenet_bc(11, depth=16, growth=4)
+    today.load_weights(tmp_path / "before.weights.h5")
+    np.testing.assert_array_equal(today(images, training=False), before(images, training=False))
