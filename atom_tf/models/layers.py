@@ -141,13 +141,17 @@ class ConcatMoments(layers.Layer):
     (DenseNet: a block's input, then each layer's new channels), so that the batch norms that
     read the concatenation do not compute again the statistics of the channels before (each
     channel's statistics are its own). Inputs: [x] (the statistics of x) or [moments, y]
-    (the statistics so far, then y's). Outside training: zeros, which FusedBatchNorm ignores."""
+    (the statistics so far, then y's). Zeros, which FusedBatchNorm ignores, wherever it would
+    not read them: outside training, and where it does not compute statistics itself (other
+    kernels, mixed precision, synchronized replicas)."""
 
     def call(self, inputs, training=None):
         *known, part = inputs
-        if not training:
+        context = tf.distribute.get_replica_context()
+        one_replica = context is None or context.num_replicas_in_sync == 1
+        if not (training and one_replica and _depthwise_scaling(part)):
             return tf.zeros(self.compute_output_shape([t.shape for t in inputs]), tf.float32)
-        moments = channel_moments(tf.cast(part, tf.float32))
+        moments = channel_moments(part)
         return tf.concat([known[0], moments], axis=1) if known else moments
 
     def compute_output_shape(self, input_shapes):

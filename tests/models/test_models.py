@@ -205,7 +205,7 @@ def test_densenet_reuses_the_statistics_of_earlier_channels_and_trains_as_before
 
     ours, fused = step(True), step(False)
     # each block's input once, then each layer's 4 new channels (2 layers per block)
-    assert computed[:9] == [8, 4, 4, 8, 4, 4, 8, 4, 4] and len(computed) == 18
+    assert computed == [8, 4, 4, 8, 4, 4, 8, 4, 4]  # none for the fused kernel, which ignores them
     assert len(ours) == len(fused)
     for a, b in zip(ours, fused, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
