@@ -68,17 +68,28 @@ def onednn_isa_cap(environ: dict | None = None) -> tuple[str, str] | None:
     return None
 
 
+def onednn_isa(features: dict[str, bool] | str | None = "read", environ: dict | None = None) -> str:
+    """The vector ISA oneDNN's kernels run here: 'AVX-512' or 'AVX2' from the CPU's features
+    (read from /proc/cpuinfo unless given), or the cap set where it is below them; 'below AVX2'
+    or 'ISA unknown' (features not readable)."""
+    features = cpu_features() if features == "read" else features
+    cap = onednn_isa_cap(environ)
+    if features is None:
+        return cap[1] if cap else "ISA unknown"
+    if features["avx512f"]:
+        return cap[1] if cap else "AVX-512"  # a cap below what the CPU has is what runs
+    if features["avx2"]:
+        return cap[1] if cap and cap[1] in _BELOW_AVX512 else "AVX2"
+    return "below AVX2"
+
+
 def onednn_vector_floats(
     features: dict[str, bool] | str | None = "read", environ: dict | None = None
 ) -> int:
-    """The float32 lanes of the vectors oneDNN's kernels use here: 16 on an AVX-512 CPU whose
-    oneDNN is not capped below AVX-512, else 8 (AVX2; also taken where features are unknown).
-    Its blocked memory layouts hold this many channels per block."""
-    features = cpu_features() if features == "read" else features
-    if not features or not features["avx512f"]:
-        return 8
-    cap = onednn_isa_cap(environ)
-    return 8 if cap and cap[1] in _BELOW_AVX512 else 16
+    """The float32 lanes of the vectors oneDNN's kernels use here: 16 with AVX-512 (or above),
+    else 8. Its blocked memory layouts hold this many channels per block."""
+    isa = onednn_isa(features, environ)
+    return 16 if isa == "AVX-512" or isa.startswith(("AVX512", "AVX10")) else 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,16 +181,7 @@ def onednn_kernels(
     AVX-512 machine (a run folder on shared storage, or copied) differ in the last bits, so a
     threshold or scores cached on one are not reused on the other."""
     environ = os.environ if environ is None else environ
-    features = cpu_features() if features == "read" else features
-    cap = onednn_isa_cap(environ)
-    if features is None:
-        isa = cap[1] if cap else "ISA unknown"
-    elif features["avx512f"]:
-        isa = cap[1] if cap else "AVX-512"  # a cap below what the CPU has is what runs
-    elif features["avx2"]:
-        isa = cap[1] if cap and cap[1] in _BELOW_AVX512 else "AVX2"
-    else:
-        isa = "below AVX2"
+    isa = onednn_isa(features, environ)
     fpmath = environ.get(FPMATH_VARIABLE, "").strip().upper()
     return f"{isa}, fpmath {fpmath}" if fpmath and fpmath != "STRICT" else isa
 
