@@ -143,8 +143,8 @@ def main(argv: list[str]) -> None:
     from atom_tf.models import layers
 
     lanes = layers._onednn_lanes()
-    blocked = lanes >= layers.BLOCKED_CHANNELS
-    where = f"where channels % {layers.BLOCKED_CHANNELS} != 0" if blocked else "everywhere"
+    where = (f"where channels % {layers.BLOCKED_CHANNELS} != 0"
+             if lanes >= layers.BLOCKED_CHANNELS else "everywhere")  # fmt: skip
     print(f"{onednn_state()}; oneDNN vectors of {lanes} floats: atom_tf's path {where}",
           flush=True)  # fmt: skip
     for channels in (int(c) for c in FLAGS.channels):
@@ -153,7 +153,7 @@ def main(argv: list[str]) -> None:
         print(f"BN+ReLU train [{FLAGS.batch}, {FLAGS.size}, {FLAGS.size}, {channels}]: "
               f"oneDNN {1e3 * seconds['onednn']:.1f} ms, atom_tf {1e3 * seconds['atom_tf']:.1f} "
               f"ms, oneDNN / atom_tf {seconds['onednn'] / seconds['atom_tf']:.2f}"
-              f"{'  (blocked: oneDNN used)' if blocked and not channels % layers.BLOCKED_CHANNELS else ''}",
+              f"{'' if layers.own_kernel_for(channels) else '  (blocked: oneDNN used)'}",
               flush=True)  # fmt: skip
     if FLAGS.step_model:
         steps = {"onednn": with_kernel(kernels()["onednn"], lambda: atom_step(FLAGS.step_model)),

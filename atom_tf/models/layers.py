@@ -87,13 +87,23 @@ def _onednn_lanes() -> int:
     return onednn_vector_floats()
 
 
+def own_kernel_for(channels: int) -> bool:
+    """Whether oneDNN's training batch norm is the slower one at this channel count
+    (bench/batch_norm.py): with AVX-512 vectors where the channels are not a multiple of
+    BLOCKED_CHANNELS, with AVX2 vectors always."""
+    return _onednn_lanes() < BLOCKED_CHANNELS or bool(channels % BLOCKED_CHANNELS)
+
+
 def _own_training_batch_norm(inputs) -> bool:
     """Whether training-mode batch norm takes `_batch_norm_training` instead of oneDNN's own
-    kernel: where that kernel is the slower one (bench/batch_norm.py): with AVX-512 vectors
-    where the channels are not a multiple of BLOCKED_CHANNELS, with AVX2 vectors always."""
-    if not _depthwise_scaling(inputs):
-        return False
-    return _onednn_lanes() < BLOCKED_CHANNELS or bool(inputs.shape[-1] % BLOCKED_CHANNELS)
+    kernel: where oneDNN runs and its kernel is the slower one (`own_kernel_for`)."""
+    return _depthwise_scaling(inputs) and own_kernel_for(inputs.shape[-1])
+
+
+def _synchronized_replicas() -> bool:
+    """Whether batch norm runs in a replica context of several replicas (global statistics)."""
+    context = tf.distribute.get_replica_context()
+    return context is not None and context.num_replicas_in_sync > 1
 
 
 def _batch_norm_training(inputs, gamma, beta, epsilon: float, moments=None):
@@ -147,9 +157,7 @@ class ConcatMoments(layers.Layer):
 
     def call(self, inputs, training=None):
         *known, part = inputs
-        context = tf.distribute.get_replica_context()
-        one_replica = context is None or context.num_replicas_in_sync == 1
-        if not (training and one_replica and _depthwise_scaling(part)):
+        if not training or _synchronized_replicas() or not _depthwise_scaling(part):
             return tf.zeros(self.compute_output_shape([t.shape for t in inputs]), tf.float32)
         moments = channel_moments(part)
         return tf.concat([known[0], moments], axis=1) if known else moments
@@ -217,8 +225,7 @@ class FusedBatchNorm(layers.Layer):
                 # and the scorers' forward passes; bench/profile_step.py)
                 return _scale_and_offset(inputs, scale, offset)
             return inputs * scale + offset
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
+        if _synchronized_replicas():
             outputs, mean, variance = self._synchronized(inputs)
         elif _own_training_batch_norm(inputs):
             outputs, mean, variance = _batch_norm_training(
