@@ -10,7 +10,11 @@ multiple of `atom_tf.models.layers.BLOCKED_CHANNELS`); with AVX2 vectors it was 
 at every channel count, and atom_tf takes its own path everywhere. The shapes are
 DenseNet-BC-100's (64 + 128 images of 32×32, 24 + 12 k channels) and the bottleneck's 48.
 
+The fused gradient atom_tf's path takes is oneDNN's; where the channels are not a multiple of 4
+it runs a reference kernel, and atom_tf pads them with zeros (`--gradient_shapes`).
+
     python bench/batch_norm.py [--channels=48,60,64,120,128,136,216] [--step_model=densenet_bc_100]
+    python bench/batch_norm.py --channels= --gradient_shapes=32x60,8x162,8x342
     ONEDNN_MAX_CPU_ISA=AVX2 python bench/batch_norm.py   # an AVX-512 CPU with AVX2's vectors
 """
 
@@ -37,6 +41,10 @@ flags.DEFINE_integer("rounds", 7, "Alternating timed rounds per shape (the media
 flags.DEFINE_string("step_model", "", "Also time the ATOM step of this network with each kernel.")
 flags.DEFINE_integer("step_rounds", 2, "Alternating rounds of --step_steps timed ATOM steps.")
 flags.DEFINE_integer("step_steps", 3, "Timed ATOM steps per round (each round's first is untimed).")
+flags.DEFINE_list("gradient_shapes", [], "Also time the fused batch-norm gradient with and "
+                  "without zero channels padded (atom_tf.models.layers.gradient_padding), at "
+                  "these SIZExCHANNELS, e.g. 32x66,16x150,8x162 (DenseNet-BC-100's third block "
+                  "is 8x150 + 12 k).")  # fmt: skip
 
 
 def kernels():
@@ -115,6 +123,23 @@ def layer_step(channels: int):
     return lambda: step().numpy()
 
 
+def gradient_step(size: int, channels: int, pad: int):
+    """A compiled fused batch-norm gradient (atom_tf's path) with `pad` zero channels."""
+    import tensorflow as tf
+
+    from atom_tf.models.layers import fused_batch_norm_gradient
+
+    rng = np.random.default_rng(0)
+    x, upstream = (tf.constant(rng.random((FLAGS.batch, size, size, channels), np.float32))
+                   for _ in range(2))  # fmt: skip
+    mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+    gamma = tf.ones([channels])
+    step = tf.function(lambda: fused_batch_norm_gradient(upstream, x, gamma, mean, variance,
+                                                         1e-5, pad=pad)[0])  # fmt: skip
+    step()
+    return lambda: step().numpy()
+
+
 def atom_step(model: str):
     """bench/train_step.py's ATOM training step, compiled: a call runs FLAGS.step_steps + 1
     steps in one `fit` and returns the seconds between the ends of consecutive steps."""
@@ -155,6 +180,16 @@ def main(argv: list[str]) -> None:
               f"ms, oneDNN / atom_tf {seconds['onednn'] / seconds['atom_tf']:.2f}"
               f"{'' if layers.own_kernel_for(channels) else '  (blocked: oneDNN used)'}",
               flush=True)  # fmt: skip
+    for shape in FLAGS.gradient_shapes:
+        size, channels = (int(n) for n in shape.split("x"))
+        pad = (-channels) % 8
+        seconds = alternate({"plain": gradient_step(size, channels, 0),
+                             "padded": gradient_step(size, channels, pad)}, FLAGS.rounds)  # fmt: skip
+        print(f"BN gradient [{FLAGS.batch}, {size}, {size}, {channels}]: oneDNN's kernel "
+              f"{1e3 * seconds['plain']:.1f} ms, with {pad} zero channels "
+              f"{1e3 * seconds['padded']:.1f} ms, plain / padded "
+              f"{seconds['plain'] / seconds['padded']:.2f} (atom_tf pads "
+              f"{layers.gradient_padding(channels)})", flush=True)  # fmt: skip
     if FLAGS.step_model:
         steps = {"onednn": with_kernel(kernels()["onednn"], lambda: atom_step(FLAGS.step_model)),
                  "own_statistics": without_reused_statistics(lambda: atom_step(FLAGS.step_model)),

@@ -112,7 +112,7 @@ def _batch_norm_training(inputs, gamma, beta, epsilon: float, moments=None):
     pass is the statistics (two passes; none where `moments`, [2, C] mean and biased variance of
     `inputs` computed before, are given) and one fused scale-offset(-ReLU) pass; the gradient is
     TensorFlow's fused batch-norm gradient, given the same statistics (which carries their
-    dependence on the inputs: none flows through `moments`)."""
+    dependence on the inputs: none flows through `moments`; `fused_batch_norm_gradient`)."""
     known = None if moments is None else tf.unstack(tf.stop_gradient(moments))
 
     @tf.custom_gradient
@@ -122,16 +122,42 @@ def _batch_norm_training(inputs, gamma, beta, epsilon: float, moments=None):
         outputs = _scale_and_offset(x, scale, beta - mean * scale)
 
         def gradient(upstream, *_):  # the statistics feed the moving averages, no loss
-            dx, dgamma, dbeta, _, _ = tf.raw_ops.FusedBatchNormGradV3(
-                y_backprop=upstream, x=x, scale=gamma, reserve_space_1=mean,
-                reserve_space_2=variance, reserve_space_3=tf.zeros([0]), epsilon=epsilon,
-                data_format="NHWC", is_training=True,
-            )  # fmt: skip
-            return dx, dgamma, dbeta
+            return fused_batch_norm_gradient(upstream, x, gamma, mean, variance, epsilon)
 
         return (outputs, mean, variance), gradient
 
     return normalize(inputs, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta))
+
+
+def gradient_padding(channels: int) -> int:
+    """Zero channels appended for the fused batch-norm gradient (oneDNN's kernel): up to a
+    multiple of 8 where the channels are not a multiple of 4, none elsewhere. oneDNN vectorises
+    its batch-norm gradient over 4 (SSE4.1) or 8 or more channels; at other channel counts it
+    runs a reference kernel, 2.1-2.7× slower than its vector kernel on the padded tensors
+    (`python bench/batch_norm.py --channels= --gradient_shapes=16x150,8x162,8x342`;
+    DenseNet-BC's third block, 150 + 12 k). At multiples of 4 the copies cost more than they
+    save."""
+    return (-channels) % 8 if channels % 4 else 0
+
+
+def fused_batch_norm_gradient(upstream, x, gamma, mean, variance, epsilon: float, pad=None):
+    """TensorFlow's fused training batch-norm gradient (dx, dgamma, dbeta) given the batch
+    `mean` and biased `variance`, on channels padded by `pad` zero channels (default
+    `gradient_padding`): zero inputs with a zero upstream gradient have zero gradients, and
+    every channel's gradient reads only that channel, so the real channels' are unchanged."""
+    channels = x.shape[-1]
+    pad = (gradient_padding(channels) if channels is not None else 0) if pad is None else pad
+    if pad:
+        upstream, x = (tf.pad(t, [[0, 0]] * 3 + [[0, pad]]) for t in (upstream, x))
+        gamma, mean, variance = (tf.pad(v, [[0, pad]], constant_values=fill)
+                                 for v, fill in ((gamma, 1.0), (mean, 0.0), (variance, 1.0)))  # fmt: skip
+    dx, dgamma, dbeta, _, _ = tf.raw_ops.FusedBatchNormGradV3(
+        y_backprop=upstream, x=x, scale=gamma, reserve_space_1=mean, reserve_space_2=variance,
+        reserve_space_3=tf.zeros([0]), epsilon=epsilon, data_format="NHWC", is_training=True,
+    )  # fmt: skip
+    if pad:
+        dx, dgamma, dbeta = dx[..., :channels], dgamma[:channels], dbeta[:channels]
+    return dx, dgamma, dbeta
 
 
 def _unbiased(variance, count):

@@ -172,6 +172,33 @@ def test_training_batch_norm_on_onednn_equals_the_fused_kernel(rng, monkeypatch)
                                rtol=1e-5)  # fmt: skip
 
 
+def test_batch_norm_gradient_on_zero_padded_channels_is_the_gradient(rng):
+    """The fused training batch-norm gradient, with or without zero channels appended (where
+    oneDNN's vector kernels skip the channel count), is the float64 gradient by hand; counts
+    that are not multiples of 4 are padded, up to a multiple of 8, the others not."""
+    import tensorflow as tf
+
+    from atom_tf.models import layers
+
+    x = rng.normal(size=(4, 5, 5, 6)) * 1.5 + 0.3
+    upstream = rng.normal(size=x.shape)
+    gamma, epsilon = np.linspace(0.5, 1.5, 6), 1e-5
+    mean, variance = x.mean((0, 1, 2)), x.var((0, 1, 2))
+    normalized = (x - mean) / np.sqrt(variance + epsilon)
+    expected = (gamma / np.sqrt(variance + epsilon)
+                * (upstream - upstream.mean((0, 1, 2))
+                   - normalized * (upstream * normalized).mean((0, 1, 2))),
+                (upstream * normalized).sum((0, 1, 2)), upstream.sum((0, 1, 2)))  # fmt: skip
+    f32 = [tf.constant(v, tf.float32) for v in (upstream, x, gamma, mean, variance)]
+    for pad in (None, 0, 2, 10):
+        got = layers.fused_batch_norm_gradient(*f32, epsilon, pad=pad)
+        for ours, theirs in zip(got, expected, strict=True):
+            assert ours.shape == theirs.shape
+            np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    channels = (4, 6, 12, 60, 150, 160, 162, 342)
+    assert [layers.gradient_padding(c) for c in channels] == [0, 2, 0, 0, 2, 0, 6, 2]
+
+
 def test_densenet_reuses_the_statistics_of_earlier_channels_and_trains_as_before(rng, monkeypatch):
     """DenseNet's batch norms get the training statistics of the growing concatenation from
     ConcatMoments (each channel's computed once); on atom_tf's own path (every layer, as with
