@@ -28,6 +28,7 @@ import atom_tf  # noqa: F401  (chooses oneDNN before TensorFlow is imported)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import re
 import time
 
 import numpy as np
@@ -45,6 +46,11 @@ flags.DEFINE_list("gradient_shapes", [], "Also time the fused batch-norm gradien
                   "without zero channels padded (atom_tf.models.layers.gradient_padding), at "
                   "these SIZExCHANNELS, e.g. 32x66,16x150,8x162 (DenseNet-BC-100's third block "
                   "is 8x150 + 12 k).")  # fmt: skip
+flags.register_validator(
+    "gradient_shapes",
+    lambda shapes: all(re.fullmatch(r"[1-9]\d*x[1-9]\d*", shape) for shape in shapes),
+    "--gradient_shapes takes SIZExCHANNELS items such as 8x162",
+)
 
 
 def kernels():
