@@ -129,15 +129,20 @@ def _batch_norm_training(inputs, gamma, beta, epsilon: float, moments=None):
     return normalize(inputs, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta))
 
 
+# The channel multiple the fused batch-norm gradient is padded to (`gradient_padding`).
+PADDED_CHANNELS = 8
+
+
 def gradient_padding(channels: int) -> int:
     """Zero channels appended for the fused batch-norm gradient (oneDNN's kernel): up to a
-    multiple of 8 where the channels are not a multiple of 4, none elsewhere. oneDNN vectorises
-    its batch-norm gradient over 4 (SSE4.1) or 8 or more channels; at other channel counts it
+    multiple of PADDED_CHANNELS where the channels are not a multiple of 4, none elsewhere.
+    oneDNN vectorises its batch-norm gradient over 4 (SSE4.1) or 8 or more channels; at other
+    channel counts it
     runs a reference kernel, 2.1-2.7× slower than its vector kernel on the padded tensors
     (`python bench/batch_norm.py --channels= --gradient_shapes=16x150,8x162,8x342`;
     DenseNet-BC's third block, 150 + 12 k). At multiples of 4 the copies cost more than they
     save."""
-    return (-channels) % 8 if channels % 4 else 0
+    return (-channels) % PADDED_CHANNELS if channels % 4 else 0
 
 
 def fused_batch_norm_gradient(upstream, x, gamma, mean, variance, epsilon: float, pad=None):
@@ -146,7 +151,8 @@ def fused_batch_norm_gradient(upstream, x, gamma, mean, variance, epsilon: float
     `gradient_padding`): zero inputs with a zero upstream gradient have zero gradients, and
     every channel's gradient reads only that channel, so the real channels' are unchanged."""
     channels = x.shape[-1]
-    pad = (gradient_padding(channels) if channels is not None else 0) if pad is None else pad
+    if pad is None:
+        pad = gradient_padding(channels) if channels is not None else 0
     if pad:
         upstream, x = (tf.pad(t, [[0, 0]] * 3 + [[0, pad]]) for t in (upstream, x))
         gamma, mean, variance = (tf.pad(v, [[0, pad]], constant_values=fill)
