@@ -95,6 +95,12 @@ class TrainConfig:
     )  # fmt: skip
     momentum: float = setting(0.9, "Nesterov momentum.")
     weight_decay: float = setting(1e-4, "L2 weight decay added to every gradient (PyTorch style).")
+    ema_momentum: float = setting(
+        0.0, "Weight averaging: after each step average = m average + (1 - m) weights, and the "
+        "run's final network is the average (0: off, the last weights; e.g. 0.999). Epoch "
+        "checkpoints, validation and mining use the trained weights; batch-norm statistics "
+        "stay theirs.", added_later=True,
+    )  # fmt: skip
     in_batch: int = setting(64, "In-distribution images per step (global).", positive=True)
     out_batch: int = setting(
         128, "Outliers per step (global); half are attacked by ATOM.", positive=True
@@ -268,6 +274,10 @@ def validate_config(config: TrainConfig) -> None:
             f"--mining=window needs a method with an OOD score to mine by (atom, ntom, "
             f"atom_energy), not {config.method!r}"
         )
+    if not 0.0 <= config.ema_momentum < 1.0:
+        raise InvalidConfigError(
+            f"--ema_momentum must lie in [0, 1) (got {config.ema_momentum}); 0 turns averaging off"
+        )
     for name in ("epsilon", "attack_steps"):
         if getattr(config, name) < 0:
             raise InvalidConfigError(f"--{name} must be >= 0 (got {getattr(config, name)})")
@@ -376,6 +386,8 @@ def build_training(config: TrainConfig):
         learning_rate_schedule(config, feed.steps_per_epoch),
         momentum=config.momentum,
         nesterov=True,
+        use_ema=config.ema_momentum > 0,
+        ema_momentum=config.ema_momentum,
     )
     if config.precision == "mixed_float16":  # dynamic loss scaling against float16 underflow
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -399,6 +411,15 @@ def build_miner(config: TrainConfig, method, data, feed: TrainingFeed) -> Outlie
 
 
 GUARD_IN_IMAGES, GUARD_OUTLIERS = 128, 64  # the overfitting guard's fixed batch
+
+
+def average_weights(model: RobustOODModel) -> None:
+    """With --ema_momentum, replaces the trainable weights by their moving average kept by the
+    optimizer (what `fit` also does when it ends; doing it again changes nothing). A run
+    resumed after its last epoch's checkpoint gets its average this way."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    if optimizer.use_ema and int(keras.ops.convert_to_numpy(optimizer.iterations)) > 0:
+        optimizer.finalize_variable_values(model.trainable_weights)
 
 
 def overfitting_guard(
@@ -433,7 +454,8 @@ def describe_run(
         f"{config.model} ({model.network.count_params():,} parameters)"
     )
     start = f"; initialised from {config.init_from}" if config.init_from else ""
-    where = f"{config.epochs} epochs{start}; run folder {run_dir}; {onednn_state()}"
+    average = f", weights averaged (EMA {config.ema_momentum:g})" if config.ema_momentum else ""
+    where = f"{config.epochs} epochs{start}{average}; run folder {run_dir}; {onednn_state()}"
     method = model.method
     if method.attack or method.attack_in:
         eps = f"eps {config.epsilon * 255:g}/255"
@@ -568,6 +590,7 @@ def train(
             )
         finally:
             feed.close()
+    average_weights(model)
     results = model.evaluate(test_dataset(data), verbose=0, return_dict=True)
     earlier, timed = earlier_epoch_seconds(run_dir, initial_epoch)
     summary = write_summary(write_dir, model.network, {

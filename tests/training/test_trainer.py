@@ -7,6 +7,7 @@ import pytest
 
 from atom_tf.errors import InvalidConfigError, NonFiniteLossError
 from atom_tf.training.trainer import TrainConfig, earlier_epoch_seconds, train
+from tests.helpers import h5_arrays
 
 FAST = dict(dataset="digits", model="small_cnn", epochs=2, num_candidates=512, num_selected=256,
             lr_decay_epochs=(1,), jit_compile=False, seed=3)  # fmt: skip
@@ -81,7 +82,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     [({"method": "vos"}, "unknown method"), ({"num_candidates": 10, "num_selected": 20}, "n must be <= N"),
      ({"num_candidates": 100, "num_selected": 50, "quantile": 0.75}, r"\[0, 1 - n/N\]"),
      ({"out_batch": 7}, "even"), ({"method": "oe", "mining": "window"}, "OOD score to mine by"),
-     ({"method": "ccu", "mixture_learning_rate": 0.0}, "--mixture_learning_rate must be positive")],
+     ({"method": "ccu", "mixture_learning_rate": 0.0}, "--mixture_learning_rate must be positive"),
+     ({"ema_momentum": 1.0}, r"--ema_momentum must lie in \[0, 1\)")],
 )  # fmt: skip
 def test_invalid_configurations_fail_before_training(tmp_path, changes, match):
     with pytest.raises(InvalidConfigError, match=match):
@@ -127,3 +129,58 @@ def test_earlier_epochs_seconds_of_a_resumed_run(tmp_path):
     assert earlier_epoch_seconds(str(tmp_path), 4) == (70.0, False)  # epoch 3: never recorded
     (tmp_path / "history.jsonl").write_text(json.dumps({"epoch": 0}) + "\n")
     assert earlier_epoch_seconds(str(tmp_path), 1) == (0.0, False)
+
+
+def test_weight_averaging_ends_on_the_average_of_the_steps_and_resumes_bit_identically(
+    tmp_path, monkeypatch
+):
+    """--ema_momentum m: the final network's trainable weights are the exponential average of
+    the weights after each step (a_1 = w_1, a_t = m a_(t-1) + (1 - m) w_t, by hand in float64);
+    its batch-norm statistics and the last epoch checkpoint are the trained weights'; a run
+    stopped after its first epoch resumes to the same final network."""
+    from atom_tf.evaluation.detector import load_network
+    from atom_tf.training import trainer as trainer_module
+    from atom_tf.training.checkpoint import CheckpointManager
+
+    m = 0.8
+    config = TrainConfig(method="ntom", ema_momentum=m, **{**FAST, "deterministic": True})
+    trained, frozen = [], []
+
+    def record(self, batch, logs=None):
+        network = self.model.network
+        trained.append([np.asarray(v, np.float64) for v in network.trainable_weights])
+        frozen[:] = [np.asarray(v) for v in network.non_trainable_weights]
+
+    monkeypatch.setattr(trainer_module.EpochCheckpoint, "on_train_batch_end", record)
+    straight = str(tmp_path / "straight")
+    summary = train(config, straight, verbose=0)
+    monkeypatch.undo()
+    assert len(trained) > 20 and 0.3 < summary["test_accuracy"] <= 1.0
+    average = trained[0]
+    for weights in trained[1:]:
+        average = [m * a + (1 - m) * w for a, w in zip(average, weights, strict=True)]
+    network = load_network(straight)[0]
+    final = [np.asarray(v) for v in network.trainable_weights]
+    for got, want in zip(final, average, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert not all(np.allclose(got, last) for got, last in zip(final, trained[-1], strict=True))
+    for got, want in zip(network.non_trainable_weights, frozen, strict=True):
+        assert np.array_equal(np.asarray(got), want)
+    CheckpointManager(straight).restore_network(network)  # the last epoch's trained weights
+    for got, last in zip(network.trainable_weights, trained[-1], strict=True):
+        assert np.array_equal(np.asarray(got), last.astype(np.float32))
+
+    original = trainer_module.EpochCheckpoint.on_epoch_end
+
+    def stop_after_first(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    resumed = str(tmp_path / "resumed")
+    monkeypatch.setattr(trainer_module.EpochCheckpoint, "on_epoch_end", stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, resumed, verbose=0)
+    monkeypatch.undo()
+    assert train(config, resumed, verbose=0)["test_accuracy"] == summary["test_accuracy"]
+    a, b = h5_arrays(f"{straight}/network.weights.h5"), h5_arrays(f"{resumed}/network.weights.h5")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
