@@ -98,3 +98,31 @@ def trained_digits_cnn(x: np.ndarray, y: np.ndarray, outputs: int, seed: int = 1
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
     model.fit(x, y, epochs=5, batch_size=64, verbose=0)
     return model
+
+
+def train_interrupted_then_resumed(config, run_dir: str, monkeypatch) -> dict:
+    """Trains `config` in `run_dir`, stopped (KeyboardInterrupt) once its first epoch's
+    checkpoint is written, then run again to the end; returns the resumed run's summary."""
+    import pytest
+
+    from atom_tf.training import trainer as trainer_module
+
+    original = trainer_module.EpochCheckpoint.on_epoch_end
+
+    def stop_after_first(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.EpochCheckpoint, "on_epoch_end", stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        trainer_module.train(config, run_dir, verbose=0)
+    monkeypatch.setattr(trainer_module.EpochCheckpoint, "on_epoch_end", original)
+    return trainer_module.train(config, run_dir, verbose=0)
+
+
+def assert_same_weights_file(path_a: str, path_b: str) -> None:
+    """Two Keras weights files hold the same arrays, bit for bit."""
+    a, b = h5_arrays(path_a), h5_arrays(path_b)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key

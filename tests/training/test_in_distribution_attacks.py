@@ -11,7 +11,6 @@ import tensorflow as tf
 
 from atom_tf.attacks.objectives import label_ce
 from atom_tf.errors import InvalidConfigError
-from atom_tf.training import trainer as trainer_module
 from atom_tf.training.methods import method_for
 from atom_tf.training.overfitting import (
     CatastrophicOverfittingError,
@@ -21,7 +20,12 @@ from atom_tf.training.overfitting import (
 )
 from atom_tf.training.train_step import AttackConfig, RobustOODModel, _kl
 from atom_tf.training.trainer import TrainConfig, canonical_config, train
-from tests.helpers import h5_arrays, linear_network, tiny_network
+from tests.helpers import (
+    assert_same_weights_file,
+    linear_network,
+    tiny_network,
+    train_interrupted_then_resumed,
+)
 from tests.helpers import random_batch as batch
 
 EPS = 8 / 255
@@ -252,22 +256,9 @@ def test_each_new_method_trains_and_resumes_bit_identically(name, tmp_path, monk
     assert [r["epoch"] for r in history] == [0, 1] and all("robust_loss" in r for r in history)
     assert summary["test_accuracy"] > 0.3
 
-    original = trainer_module.EpochCheckpoint.on_epoch_end
-
-    def stop_after_first(self, epoch, logs=None):
-        original(self, epoch, logs)
-        raise KeyboardInterrupt
-
     resumed = str(tmp_path / "resumed")
-    monkeypatch.setattr(trainer_module.EpochCheckpoint, "on_epoch_end", stop_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, resumed, verbose=0)
-    monkeypatch.setattr(trainer_module.EpochCheckpoint, "on_epoch_end", original)
-    train(config, resumed, verbose=0)
-    a, b = h5_arrays(f"{straight}/network.weights.h5"), h5_arrays(f"{resumed}/network.weights.h5")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert np.array_equal(a[key], b[key]), key
+    train_interrupted_then_resumed(config, resumed, monkeypatch)
+    assert_same_weights_file(f"{straight}/network.weights.h5", f"{resumed}/network.weights.h5")
 
 
 def test_a_wrong_in_objective_is_one_line(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from atom_tf.errors import InvalidConfigError, NonFiniteLossError
 from atom_tf.training.trainer import TrainConfig, earlier_epoch_seconds, train
-from tests.helpers import h5_arrays
+from tests.helpers import assert_same_weights_file, train_interrupted_then_resumed
 
 FAST = dict(dataset="digits", model="small_cnn", epochs=2, num_candidates=512, num_selected=256,
             lr_decay_epochs=(1,), jit_compile=False, seed=3)  # fmt: skip
@@ -170,17 +170,7 @@ def test_weight_averaging_ends_on_the_average_of_the_steps_and_resumes_bit_ident
     for got, last in zip(network.trainable_weights, trained[-1], strict=True):
         assert np.array_equal(np.asarray(got), last.astype(np.float32))
 
-    original = trainer_module.EpochCheckpoint.on_epoch_end
-
-    def stop_after_first(self, epoch, logs=None):
-        original(self, epoch, logs)
-        raise KeyboardInterrupt
-
     resumed = str(tmp_path / "resumed")
-    monkeypatch.setattr(trainer_module.EpochCheckpoint, "on_epoch_end", stop_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, resumed, verbose=0)
-    monkeypatch.undo()
-    assert train(config, resumed, verbose=0)["test_accuracy"] == summary["test_accuracy"]
-    a, b = h5_arrays(f"{straight}/network.weights.h5"), h5_arrays(f"{resumed}/network.weights.h5")
-    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    again = train_interrupted_then_resumed(config, resumed, monkeypatch)
+    assert again["test_accuracy"] == summary["test_accuracy"]
+    assert_same_weights_file(f"{straight}/network.weights.h5", f"{resumed}/network.weights.h5")
