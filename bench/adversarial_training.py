@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Training-step cost of the methods that attack during training, PGD-5 against FGSM-RS, with
-every ratio measured within this one run (docs/protocol.md §12).
+every ratio measured within this one run (docs/protocol.md §12), and what averaging the
+weights (--ema_momentum) adds to a step.
 
 Times one step of each method at the CPU suite's batches (128 in-distribution + 64 outliers)
 on small_cnn_32 by default, with the training PGD (5 steps, the best iterate kept) and with
@@ -29,6 +30,8 @@ flags.DEFINE_integer("in_batch", 128, "In-distribution images per step.")
 flags.DEFINE_integer("out_batch", 64, "Outliers per step.")
 flags.DEFINE_list("methods", ["atom", "atom_adv", "atom_trades", "aloe", "acet"],
                   "Methods that attack during training.")  # fmt: skip
+flags.DEFINE_float("ema_momentum", 0.999, "Weight averaging timed against none on the "
+                   "first method's PGD-5 step (0: not timed).")  # fmt: skip
 
 
 def main(argv):
@@ -47,6 +50,17 @@ def main(argv):
         pgd, fgsm = times["pgd"], times["fgsm_rs"]
         print(f"{method}: PGD-5 {pgd:.3f} s ({pgd / base:.2f}x ntom), FGSM-RS {fgsm:.3f} s "
               f"({fgsm / base:.2f}x ntom); PGD-5 / FGSM-RS = {pgd / fgsm:.2f}", flush=True)  # fmt: skip
+    if FLAGS.ema_momentum and FLAGS.methods:
+        method = FLAGS.methods[0]
+        times: dict[float, list[float]] = {0.0: [], FLAGS.ema_momentum: []}
+        for m in (0.0, FLAGS.ema_momentum, FLAGS.ema_momentum, 0.0):  # alternating, best of 2
+            times[m].append(train_step_seconds(FLAGS.model, method, False, FLAGS.steps,
+                                               ema_momentum=m, **batches))  # fmt: skip
+        plain, averaged = min(times[0.0]), min(times[FLAGS.ema_momentum])
+        print(
+            f"{method} PGD-5 with weights averaged (EMA {FLAGS.ema_momentum:g}): "
+            f"{averaged:.3f} s against {plain:.3f} s without; ratio {averaged / plain:.3f}"
+        )
 
 
 if __name__ == "__main__":

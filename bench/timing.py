@@ -47,13 +47,15 @@ def network(model: str, precision: str = "float32", num_outputs: int = 11) -> ke
 
 def train_step_model(
     model: str, method: str, jit: bool, precision: str = "float32", in_batch: int = 64,
-    out_batch: int = 128, train_attack: str = "pgd",
+    out_batch: int = 128, train_attack: str = "pgd", ema_momentum: float = 0.0,
 ) -> tuple[RobustOODModel, tf.data.Dataset]:  # fmt: skip
     """A compiled training model of `method` on a fresh `model` network and an endless feed of
     one random batch (in_batch + out_batch; ATOM: PGD-5 on half the outliers;
-    `train_attack="fgsm_rs"`: FGSM with a random start instead)."""
+    `train_attack="fgsm_rs"`: FGSM with a random start instead; `ema_momentum` > 0: the
+    weights averaged, as --ema_momentum)."""
     m = get_method(method)
-    optimizer = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True,
+                                     use_ema=ema_momentum > 0, ema_momentum=ema_momentum)  # fmt: skip
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model_ = RobustOODModel(network(model, precision, m.num_outputs(10)), m, 10,
@@ -71,11 +73,12 @@ def train_step_model(
 def train_step_seconds(
     model: str, method: str, jit: bool, steps: int, precision: str = "float32",
     in_batch: int = 64, out_batch: int = 128, train_attack: str = "pgd",
+    ema_momentum: float = 0.0,
 ) -> float:  # fmt: skip
     """Median seconds of one training step of `train_step_model`, timed between batch ends
     inside one fit call after a compiling warm-up step."""
     model_, data = train_step_model(model, method, jit, precision, in_batch, out_batch,
-                                    train_attack)  # fmt: skip
+                                    train_attack, ema_momentum)  # fmt: skip
     stamps: list[float] = []
     timer = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs=None: stamps.append(time.perf_counter())
