@@ -15,6 +15,7 @@ from atom_tf.models import build_model
 from atom_tf.training.methods import get_method
 from atom_tf.training.mining import make_ood_scorer
 from atom_tf.training.train_step import AttackConfig, RobustOODModel
+from atom_tf.training.trainer import sgd_optimizer
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -54,10 +55,7 @@ def train_step_model(
     `train_attack="fgsm_rs"`: FGSM with a random start instead; `ema_momentum` > 0: the
     weights averaged, as --ema_momentum)."""
     m = get_method(method)
-    optimizer = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True,
-                                     use_ema=ema_momentum > 0, ema_momentum=ema_momentum)  # fmt: skip
-    if precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer = sgd_optimizer(0.1, ema_momentum=ema_momentum, precision=precision)
     model_ = RobustOODModel(network(model, precision, m.num_outputs(10)), m, 10,
                             attack=AttackConfig(kind=train_attack))  # fmt: skip
     model_.compile(optimizer=optimizer, jit_compile=jit)

@@ -137,8 +137,8 @@ def gradient_padding(channels: int) -> int:
     """Zero channels appended for the fused batch-norm gradient (oneDNN's kernel): up to a
     multiple of PADDED_CHANNELS where the channels are not a multiple of 4, none elsewhere.
     oneDNN vectorises its batch-norm gradient over 4 (SSE4.1) or 8 or more channels; at other
-    channel counts it
-    runs a reference kernel, 2.1-2.7× slower than its vector kernel on the padded tensors
+    channel counts it runs a reference kernel, 2.1-2.7× slower than its vector kernel on the
+    padded tensors
     (`python bench/batch_norm.py --channels= --gradient_shapes=16x150,8x162,8x342`;
     DenseNet-BC's third block, 150 + 12 k). At multiples of 4 the copies cost more than they
     save."""

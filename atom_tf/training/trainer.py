@@ -366,6 +366,18 @@ def earlier_epoch_seconds(run_dir: str, initial_epoch: int) -> tuple[float, bool
     return sum(t for t in known if t is not None), None not in known
 
 
+def sgd_optimizer(learning_rate, momentum: float = 0.9, ema_momentum: float = 0.0,
+                  precision: str = "float32") -> keras.optimizers.Optimizer:  # fmt: skip
+    """A run's optimizer: Nesterov SGD, keeping the weights' moving average where
+    `ema_momentum` > 0 (--ema_momentum), with dynamic loss scaling under mixed_float16 (against
+    float16 underflow)."""
+    optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=True,
+                                     use_ema=ema_momentum > 0, ema_momentum=ema_momentum)  # fmt: skip
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
 def build_training(config: TrainConfig):
     """Data, feed, model and optimizer for `config`, model variables created under the current
     `tf.distribute` strategy scope (wrap the call in `strategy.scope()` to distribute)."""
@@ -382,15 +394,8 @@ def build_training(config: TrainConfig):
     model = RobustOODModel(
         network, method, data.num_classes, config.weight_decay, attack, config.seed
     )
-    optimizer = keras.optimizers.SGD(
-        learning_rate_schedule(config, feed.steps_per_epoch),
-        momentum=config.momentum,
-        nesterov=True,
-        use_ema=config.ema_momentum > 0,
-        ema_momentum=config.ema_momentum,
-    )
-    if config.precision == "mixed_float16":  # dynamic loss scaling against float16 underflow
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer = sgd_optimizer(learning_rate_schedule(config, feed.steps_per_epoch),
+                              config.momentum, config.ema_momentum, config.precision)  # fmt: skip
     model.compile(optimizer=optimizer, jit_compile=resolve_jit_compile(config.jit_compile))
     model.build((None, 32, 32, 3))
     optimizer.build(model.trainable_variables)
