@@ -29,6 +29,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         start = 0
         if rng := self.headers.get("Range"):
             start = int(rng.removeprefix("bytes=").split("-")[0])
+        # Recorded before any byte of the answer leaves: a client that rejects the headers
+        # may send its next request before this thread would get past end_headers().
+        self.server.requests.append(start)
+        if rng:
             if start >= len(PAYLOAD):
                 self.send_response(416)
                 self.end_headers()
@@ -44,7 +48,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = PAYLOAD[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.server.requests.append(start)
         cut = self.server.cut
         self.wfile.write(body[:cut] if cut is not None else body)
         if cut is not None:
