@@ -5,7 +5,9 @@ resumes and finishes as if uninterrupted; bad cluster settings fail in one line.
 Every job is a subprocess (tests/distributed_job.py): devices must be set before TensorFlow
 starts. "The same" means: the same mined windows every epoch (their digests) and final
 weights within 1e-4 relative (‖Δw‖ / ‖w‖ over all weights; one device and N replicas sum
-batch statistics and gradients in different orders, so bit equality is not expected).
+batch statistics and gradients in different orders, so bit equality is not expected). The
+runs average their weights and re-estimate the average's batch-norm statistics, so those
+steps are compared too.
 """
 
 import json
@@ -26,7 +28,7 @@ JOB = [sys.executable, os.path.join(REPO, "tests", "distributed_job.py")]
 TRAIN = ["--dataset=digits", "--model=strided_tiny", "--method=atom", "--epochs=3",
          "--lr_decay_epochs=2", "--learning_rate=0.01", "--in_batch=256", "--out_batch=64",
          "--num_candidates=1024", "--num_selected=512", "--jit_compile=false", "--deterministic",
-         "--verbose=0", "--seed=3"]  # fmt: skip
+         "--verbose=0", "--seed=3", "--ema_momentum=0.9", "--reestimate_bn_batches=2"]  # fmt: skip
 
 pytestmark = pytest.mark.slow
 

@@ -10,6 +10,7 @@ exactly the batches an uninterrupted one would.
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -81,6 +82,39 @@ class TrainingFeed:
             aug_seed = seed_for(self.seed, epoch, 1, step)
             yield self.data.x_train[i], self.data.y_train[i], outliers[o], aug_seed
 
+    def _signature(self) -> tuple[tf.TensorSpec, ...]:
+        return (
+            tf.TensorSpec((self.in_batch, 32, 32, 3), tf.uint8),
+            tf.TensorSpec((self.in_batch,), tf.int64),
+            tf.TensorSpec((self.out_batch, 32, 32, 3), tf.uint8),
+            tf.TensorSpec((2,), tf.int64),
+        )
+
+    def _prepared(self, generator) -> tf.data.Dataset:
+        """(x_in, y_in, x_out) float batches of `generator`'s uint8 ones, the in-distribution
+        images augmented (crop and flip, seeded per step) where the dataset asks for it."""
+        augment = self.data.augment
+
+        def prepare(x_in, y_in, x_out, aug_seed):
+            x_in = to_unit_float(x_in)
+            if augment:
+                x_in = random_crop_flip(x_in, aug_seed)
+            return x_in, y_in, to_unit_float(x_out)
+
+        ds = tf.data.Dataset.from_generator(generator, output_signature=self._signature())
+        return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def batches_from(self, epoch: int, outliers: np.ndarray, count: int) -> tf.data.Dataset:
+        """`count` batches as training serves them from epoch `epoch` on, over `outliers`
+        (uint8), without waiting for any to be installed: clean batches of the training
+        distribution for work after training (re-estimating batch-norm statistics)."""
+
+        def batches():
+            epochs = (self._epoch_batches(e, outliers) for e in itertools.count(epoch))
+            return itertools.islice(itertools.chain.from_iterable(epochs), count)
+
+        return self._prepared(batches)
+
     def dataset(
         self, epochs: range, replicas: int = 1, local: range | None = None
     ) -> tf.data.Dataset:
@@ -90,25 +124,8 @@ class TrainingFeed:
         worker's) follow each other: replica r gets the r-th share of the in-distribution
         batch and of each half of the outlier batch (the half left clean and the half its
         train step attacks), so N replicas see exactly the batch one device sees."""
-        signature = (
-            tf.TensorSpec((self.in_batch, 32, 32, 3), tf.uint8),
-            tf.TensorSpec((self.in_batch,), tf.int64),
-            tf.TensorSpec((self.out_batch, 32, 32, 3), tf.uint8),
-            tf.TensorSpec((2,), tf.int64),
-        )
-        augment = self.data.augment
-
-        def prepare(x_in, y_in, x_out, aug_seed):
-            x_in = to_unit_float(x_in)
-            if augment:
-                x_in = random_crop_flip(x_in, aug_seed)
-            return x_in, y_in, to_unit_float(x_out)
-
-        ds = tf.data.Dataset.from_generator(
-            lambda: self._batches(epochs), output_signature=signature
-        )
+        ds = self._prepared(lambda: self._batches(epochs))
         ds = ds.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch * len(epochs)))
-        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
         if replicas > 1:
             local = local if local is not None else range(replicas)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -278,6 +280,40 @@ class FusedBatchNorm(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+def reestimate_batch_norm(network: keras.Model, batches: Iterable[tf.Tensor]) -> int:
+    """Replaces the running statistics of every batch norm of `network` (FusedBatchNorm, Keras'
+    BatchNormalization) by their equal-weight average over `batches`: each layer's batch mean
+    and batch variance (each layer's own: unbiased for FusedBatchNorm) in training mode, where
+    every batch norm normalises with its batch's own statistics, so no layer's estimate depends
+    on another's (SWA's batch-norm update, Izmailov et al. 2018, §3.2). For weights that no
+    training step produced (an average of weights): the statistics they were trained with
+    belong to other weights. Nothing else changes. Returns the number of batches read."""
+    kinds = (FusedBatchNorm, layers.BatchNormalization)
+    norms = [layer for layer in network._flatten_layers() if isinstance(layer, kinds)]
+    momenta = [norm.momentum for norm in norms]
+    sums = [np.zeros((2, *norm.moving_mean.shape), np.float64) for norm in norms]
+    count = 0
+    try:
+        for norm in norms:
+            norm.momentum = 0.0  # a training call leaves exactly its batch's statistics
+        forward = tf.function(lambda x: network(x, training=True))  # traced with momentum 0
+        for images in batches:
+            forward(images)
+            for total, norm in zip(sums, norms, strict=True):
+                total += [keras.ops.convert_to_numpy(norm.moving_mean),
+                          keras.ops.convert_to_numpy(norm.moving_variance)]  # fmt: skip
+            count += 1
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+    if count == 0:
+        raise ValueError("no batches to re-estimate the batch-norm statistics on")
+    for total, norm in zip(sums, norms, strict=True):
+        norm.moving_mean.assign((total[0] / count).astype(np.float32))
+        norm.moving_variance.assign((total[1] / count).astype(np.float32))
+    return count
 
 
 def bn_relu(x, moments=None):

@@ -37,6 +37,7 @@ from atom_tf.distribution import (
 from atom_tf.errors import InvalidConfigError, NonFiniteLossError
 from atom_tf.files import DamagedFileError, check_record, writable_directory
 from atom_tf.models import MODELS
+from atom_tf.models.layers import reestimate_batch_norm
 from atom_tf.pretrained import is_pretrained, resolve_run
 from atom_tf.settings import Setting, setting, settings_of, with_defaults
 from atom_tf.training.checkpoint import (
@@ -99,7 +100,14 @@ class TrainConfig:
         0.0, "Weight averaging: after each step average = m average + (1 - m) weights, and the "
         "run's final network is the average (0: off, the last weights; e.g. 0.999). Epoch "
         "checkpoints, validation and mining use the trained weights; batch-norm statistics "
-        "stay theirs.", added_later=True,
+        "stay theirs unless --reestimate_bn_batches is set.", added_later=True,
+    )  # fmt: skip
+    reestimate_bn_batches: int = setting(
+        0, "Batch-norm statistics of the final network re-estimated as their average over this "
+        "many clean training batches (in-distribution + outlier batch as the step concatenates "
+        "them, unattacked; outliers drawn unmined from the pool); 0: the statistics as "
+        "trained. For --ema_momentum, whose average was never trained with statistics of its "
+        "own (e.g. 100).", added_later=True,
     )  # fmt: skip
     in_batch: int = setting(64, "In-distribution images per step (global).", positive=True)
     out_batch: int = setting(
@@ -278,7 +286,7 @@ def validate_config(config: TrainConfig) -> None:
         raise InvalidConfigError(
             f"--ema_momentum must lie in [0, 1) (got {config.ema_momentum}); 0 turns averaging off"
         )
-    for name in ("epsilon", "attack_steps"):
+    for name in ("epsilon", "attack_steps", "reestimate_bn_batches"):
         if getattr(config, name) < 0:
             raise InvalidConfigError(f"--{name} must be >= 0 (got {getattr(config, name)})")
     if is_pretrained(config.init_from):
@@ -427,6 +435,30 @@ def average_weights(model: RobustOODModel) -> None:
         optimizer.finalize_variable_values(model.trainable_weights)
 
 
+def reestimate_statistics(
+    config: TrainConfig, model: RobustOODModel, feed: TrainingFeed, miner: OutlierMiner | None
+) -> None:
+    """--reestimate_bn_batches: the final network's batch-norm statistics averaged over clean
+    batches of the training distribution, drawn after the last epoch (the in-distribution
+    order and augmentation of epoch `epochs`, an unmined draw of that epoch's candidates), so a
+    resumed run gets the same statistics."""
+    count = config.reestimate_bn_batches
+    if not count:
+        return
+    outliers = np.zeros((0, 32, 32, 3), np.uint8)
+    if feed.out_batch:
+        wanted, chunks = min(count * feed.out_batch, miner.num_candidates), []
+        for first, images in miner.candidates(config.epochs):
+            chunks.append(images[: wanted - first])
+            if first + len(images) >= wanted:
+                break
+        outliers = np.concatenate(chunks)
+    batches = feed.batches_from(config.epochs, outliers, count)
+    reestimate_batch_norm(
+        model.network, (tf.concat([x_in, x_out], 0) for x_in, _, x_out in batches)
+    )
+
+
 def overfitting_guard(
     config: TrainConfig, model: RobustOODModel, data, miner: OutlierMiner | None, run_dir: str,
     checkpoints: CheckpointManager,
@@ -460,6 +492,10 @@ def describe_run(
     )
     start = f"; initialised from {config.init_from}" if config.init_from else ""
     average = f", weights averaged (EMA {config.ema_momentum:g})" if config.ema_momentum else ""
+    if config.reestimate_bn_batches:
+        average += (
+            f", batch-norm statistics re-estimated over {config.reestimate_bn_batches} batches"
+        )
     where = f"{config.epochs} epochs{start}{average}; run folder {run_dir}; {onednn_state()}"
     method = model.method
     if method.attack or method.attack_in:
@@ -596,6 +632,7 @@ def train(
         finally:
             feed.close()
     average_weights(model)
+    reestimate_statistics(config, model, feed, miner)
     results = model.evaluate(test_dataset(data), verbose=0, return_dict=True)
     earlier, timed = earlier_epoch_seconds(run_dir, initial_epoch)
     summary = write_summary(write_dir, model.network, {

@@ -60,3 +60,23 @@ def test_each_epoch_trains_on_its_own_mined_outliers():
         # every one of the 40 mined outliers is used (48 slots: shuffled, then cycled)
         ids = np.round(trained[:, 0, 0, 0] * 255).astype(int)
         assert set(ids) == set(range(40))
+
+
+def test_batches_from_an_epoch_are_the_ones_training_serves_then_the_next_epochs():
+    """Clean batches drawn after training (batch-norm re-estimation) follow training's order and
+    augmentation from the epoch asked for, into the next epoch, and the same on every pass."""
+    data = blob_data(num_train=48)
+    feed = TrainingFeed(data, in_batch=16, out_batch=8, seed=0)
+    outliers = np.random.default_rng(1).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    served = []
+    for epoch in (4, 5):
+        feed.set_outliers(epoch, outliers)
+        served += [
+            [np.asarray(t) for t in batch] for batch in feed.dataset(range(epoch, epoch + 1))
+        ]
+    batches = feed.batches_from(4, outliers, 4)
+    for _ in range(2):
+        drawn = [[np.asarray(t) for t in batch] for batch in batches]
+        assert feed.steps_per_epoch == 3 and len(drawn) == 4
+        for got, want in zip(drawn, served, strict=False):
+            assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))

@@ -262,3 +262,39 @@ def test_densenet_weights_saved_before_the_statistics_layers_load(tmp_path, rng)
     today = densenet_bc(11, depth=16, growth=4)
     today.load_weights(tmp_path / "before.weights.h5")
     np.testing.assert_array_equal(today(images, training=False), before(images, training=False))
+
+
+def test_reestimated_batch_norm_statistics_are_the_average_of_each_layers_batch_moments(rng):
+    """Every batch norm (ours: unbiased variance; Keras': biased) ends on the mean over the
+    batches of its input's batch moments in training mode; momenta and weights stay."""
+    import keras
+
+    from atom_tf.models.layers import FusedBatchNorm, bn_relu, reestimate_batch_norm
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = bn_relu(keras.layers.Conv2D(4, 3, padding="same")(inputs))
+    x = keras.layers.BatchNormalization(momentum=0.8)(keras.layers.Conv2D(5, 3)(x))
+    network = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    norms = [layer for layer in network._flatten_layers() if hasattr(layer, "moving_mean")]
+    assert [type(n) for n in norms] == [FusedBatchNorm, keras.layers.BatchNormalization]
+    batches = [rng.normal(i, 1 + i, (6, 8, 8, 3)).astype(np.float32) for i in range(3)]
+    probe = keras.Model(inputs, [norm.input for norm in norms])
+    features = [[np.asarray(f, np.float64) for f in probe(b, training=True)] for b in batches]
+    expected = []
+    for i, unbiased in enumerate((True, False)):
+        layer_inputs = [f[i] for f in features]
+        means = np.mean([f.mean((0, 1, 2)) for f in layer_inputs], 0)
+        variances = np.mean([f.var((0, 1, 2), ddof=int(unbiased)) for f in layer_inputs], 0)
+        expected.append((means, variances))
+    weights = [np.asarray(w) for w in network.trainable_weights]
+
+    assert reestimate_batch_norm(network, iter(batches)) == 3
+    for norm, (mean, variance) in zip(norms, expected, strict=True):
+        np.testing.assert_allclose(np.asarray(norm.moving_mean), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(norm.moving_variance), variance, rtol=1e-4)
+    assert [n.momentum for n in norms] == [0.9, 0.8]
+    for got, want in zip(network.trainable_weights, weights, strict=True):
+        assert np.array_equal(np.asarray(got), want)
+    with pytest.raises(ValueError, match="no batches"):
+        reestimate_batch_norm(network, [])

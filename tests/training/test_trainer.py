@@ -83,7 +83,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
      ({"num_candidates": 100, "num_selected": 50, "quantile": 0.75}, r"\[0, 1 - n/N\]"),
      ({"out_batch": 7}, "even"), ({"method": "oe", "mining": "window"}, "OOD score to mine by"),
      ({"method": "ccu", "mixture_learning_rate": 0.0}, "--mixture_learning_rate must be positive"),
-     ({"ema_momentum": 1.0}, r"--ema_momentum must lie in \[0, 1\)")],
+     ({"ema_momentum": 1.0}, r"--ema_momentum must lie in \[0, 1\)"),
+     ({"reestimate_bn_batches": -1}, r"--reestimate_bn_batches must be >= 0")],
 )  # fmt: skip
 def test_invalid_configurations_fail_before_training(tmp_path, changes, match):
     with pytest.raises(InvalidConfigError, match=match):
@@ -173,4 +174,29 @@ def test_weight_averaging_ends_on_the_average_of_the_steps_and_resumes_bit_ident
     resumed = str(tmp_path / "resumed")
     again = train_interrupted_then_resumed(config, resumed, monkeypatch)
     assert again["test_accuracy"] == summary["test_accuracy"]
+    assert_same_weights_file(f"{straight}/network.weights.h5", f"{resumed}/network.weights.h5")
+
+
+def test_reestimated_statistics_change_only_the_averages_statistics_and_resume_identically(
+    tmp_path, monkeypatch
+):
+    """--reestimate_bn_batches: the averaged network keeps its weights and gets statistics of its
+    own (each batch norm's: not the trained weights'), the same for a resumed run."""
+    from atom_tf.evaluation.detector import load_network
+
+    base = {**FAST, "deterministic": True, "method": "ntom", "ema_momentum": 0.8}
+    averaged = str(tmp_path / "averaged")
+    train(TrainConfig(**base), averaged, verbose=0)
+    config = TrainConfig(**base, reestimate_bn_batches=3)
+    straight = str(tmp_path / "straight")
+    train(config, straight, verbose=0)
+    before, after = load_network(averaged)[0], load_network(straight)[0]
+    for got, want in zip(after.trainable_weights, before.trainable_weights, strict=True):
+        assert np.array_equal(np.asarray(got), np.asarray(want))
+    statistics = [(np.asarray(a), np.asarray(b)) for a, b in
+                  zip(after.non_trainable_weights, before.non_trainable_weights, strict=True)]  # fmt: skip
+    assert statistics and all(not np.allclose(a, b) for a, b in statistics)
+
+    resumed = str(tmp_path / "resumed")
+    train_interrupted_then_resumed(config, resumed, monkeypatch)
     assert_same_weights_file(f"{straight}/network.weights.h5", f"{resumed}/network.weights.h5")
