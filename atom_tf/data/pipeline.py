@@ -90,10 +90,9 @@ class TrainingFeed:
             tf.TensorSpec((2,), tf.int64),
         )
 
-    def _prepared(self, generator) -> tf.data.Dataset:
+    def _prepared(self, generator, augment: bool) -> tf.data.Dataset:
         """(x_in, y_in, x_out) float batches of `generator`'s uint8 ones, the in-distribution
-        images augmented (crop and flip, seeded per step) where the dataset asks for it."""
-        augment = self.data.augment
+        images augmented (crop and flip, seeded per step) where `augment` is set."""
 
         def prepare(x_in, y_in, x_out, aug_seed):
             x_in = to_unit_float(x_in)
@@ -105,15 +104,16 @@ class TrainingFeed:
         return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
 
     def batches_from(self, epoch: int, outliers: np.ndarray, count: int) -> tf.data.Dataset:
-        """`count` batches as training serves them from epoch `epoch` on, over `outliers`
-        (uint8), without waiting for any to be installed: clean batches of the training
-        distribution for work after training (re-estimating batch-norm statistics)."""
+        """`count` batches in training's order from epoch `epoch` on, over `outliers` (uint8),
+        without waiting for any to be installed and without augmentation: the training images
+        as inference sees them, for work after training (re-estimating batch-norm statistics:
+        the crops' zero borders would move them away from test images)."""
 
         def batches():
             epochs = (self._epoch_batches(e, outliers) for e in itertools.count(epoch))
             return itertools.islice(itertools.chain.from_iterable(epochs), count)
 
-        return self._prepared(batches)
+        return self._prepared(batches, augment=False)
 
     def dataset(
         self, epochs: range, replicas: int = 1, local: range | None = None
@@ -124,7 +124,7 @@ class TrainingFeed:
         worker's) follow each other: replica r gets the r-th share of the in-distribution
         batch and of each half of the outlier batch (the half left clean and the half its
         train step attacks), so N replicas see exactly the batch one device sees."""
-        ds = self._prepared(lambda: self._batches(epochs))
+        ds = self._prepared(lambda: self._batches(epochs), self.data.augment)
         ds = ds.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch * len(epochs)))
         if replicas > 1:
             local = local if local is not None else range(replicas)

@@ -287,7 +287,7 @@ def reestimate_batch_norm(network: keras.Model, batches: Iterable[tf.Tensor]) ->
     BatchNormalization) by their equal-weight average over `batches`: each layer's batch mean
     and batch variance (each layer's own: unbiased for FusedBatchNorm) in training mode, where
     every batch norm normalises with its batch's own statistics, so no layer's estimate depends
-    on another's (SWA's batch-norm update, Izmailov et al. 2018, §3.2). For weights that no
+    on another's (SWA's batch-norm update, Izmailov et al. 2018, section 3.2). For weights that no
     training step produced (an average of weights): the statistics they were trained with
     belong to other weights. Nothing else changes. Returns the number of batches read."""
     kinds = (FusedBatchNorm, layers.BatchNormalization)

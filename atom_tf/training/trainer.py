@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from atom_tf.cpu import onednn_state
 from atom_tf.data import load_in_distribution, load_pool
+from atom_tf.data.augment import seed_for
 from atom_tf.data.in_distribution import IN_DISTRIBUTION
 from atom_tf.data.outlier_pools import POOLS
 from atom_tf.data.pipeline import TrainingFeed, test_dataset
@@ -105,8 +106,8 @@ class TrainConfig:
     reestimate_bn_batches: int = setting(
         0, "Batch-norm statistics of the final network re-estimated as their average over this "
         "many clean training batches (in-distribution + outlier batch as the step concatenates "
-        "them, unattacked; outliers drawn unmined from the pool); 0: the statistics as "
-        "trained. For --ema_momentum, whose average was never trained with statistics of its "
+        "them, neither augmented nor attacked; outliers drawn unmined from the pool); 0: the "
+        "statistics as trained. For --ema_momentum, whose average was never trained with statistics of its "
         "own (e.g. 100).", added_later=True,
     )  # fmt: skip
     in_batch: int = setting(64, "In-distribution images per step (global).", positive=True)
@@ -439,20 +440,16 @@ def reestimate_statistics(
     config: TrainConfig, model: RobustOODModel, feed: TrainingFeed, miner: OutlierMiner | None
 ) -> None:
     """--reestimate_bn_batches: the final network's batch-norm statistics averaged over clean
-    batches of the training distribution, drawn after the last epoch (the in-distribution
-    order and augmentation of epoch `epochs`, an unmined draw of that epoch's candidates), so a
-    resumed run gets the same statistics."""
+    batches of the training images, drawn after the last epoch: epoch `epochs`' in-distribution
+    order and consecutive pool images from a seeded offset, neither augmented nor attacked,
+    so a resumed run gets the same statistics."""
     count = config.reestimate_bn_batches
     if not count:
         return
     outliers = np.zeros((0, 32, 32, 3), np.uint8)
     if feed.out_batch:
-        wanted, chunks = min(count * feed.out_batch, miner.num_candidates), []
-        for first, images in miner.candidates(config.epochs):
-            chunks.append(images[: wanted - first])
-            if first + len(images) >= wanted:
-                break
-        outliers = np.concatenate(chunks)
+        rng = np.random.default_rng(seed_for(config.seed, config.epochs, 5))
+        outliers = miner.pool.read(int(rng.integers(0, len(miner.pool))), count * feed.out_batch)
     batches = feed.batches_from(config.epochs, outliers, count)
     reestimate_batch_norm(
         model.network, (tf.concat([x_in, x_out], 0) for x_in, _, x_out in batches)

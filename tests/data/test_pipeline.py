@@ -62,10 +62,13 @@ def test_each_epoch_trains_on_its_own_mined_outliers():
         assert set(ids) == set(range(40))
 
 
-def test_batches_from_an_epoch_are_the_ones_training_serves_then_the_next_epochs():
-    """Clean batches drawn after training (batch-norm re-estimation) follow training's order and
-    augmentation from the epoch asked for, into the next epoch, and the same on every pass."""
-    data = blob_data(num_train=48)
+def test_batches_from_an_epoch_follow_trainings_order_unaugmented_into_the_next_epoch():
+    """Clean batches drawn after training (batch-norm re-estimation) take training's images,
+    labels and outliers in its order from the epoch asked for, into the next epoch, the same on
+    every pass, but the in-distribution images as inference sees them: not cropped or flipped."""
+    import dataclasses
+
+    data = dataclasses.replace(blob_data(num_train=48), augment=True)
     feed = TrainingFeed(data, in_batch=16, out_batch=8, seed=0)
     outliers = np.random.default_rng(1).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
     served = []
@@ -74,9 +77,17 @@ def test_batches_from_an_epoch_are_the_ones_training_serves_then_the_next_epochs
         served += [
             [np.asarray(t) for t in batch] for batch in feed.dataset(range(epoch, epoch + 1))
         ]
+    originals = {
+        image.tobytes(): label for image, label in zip(data.x_train, data.y_train, strict=True)
+    }
     batches = feed.batches_from(4, outliers, 4)
     for _ in range(2):
         drawn = [[np.asarray(t) for t in batch] for batch in batches]
         assert feed.steps_per_epoch == 3 and len(drawn) == 4
-        for got, want in zip(drawn, served, strict=False):
-            assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+        for (x_in, y_in, x_out), (x_trained, y_trained, x_out_trained) in zip(
+            drawn, served, strict=False
+        ):
+            assert np.array_equal(y_in, y_trained) and np.array_equal(x_out, x_out_trained)
+            raw = np.round(x_in * 255).astype(np.uint8)
+            assert [originals.get(image.tobytes()) for image in raw] == y_in.tolist()
+            assert not np.array_equal(x_in, x_trained)  # training's were augmented
