@@ -106,9 +106,9 @@ class TrainConfig:
     reestimate_bn_batches: int = setting(
         0, "Batch-norm statistics of the final network re-estimated as their average over this "
         "many clean training batches (in-distribution + outlier batch as the step concatenates "
-        "them, neither augmented nor attacked; outliers drawn unmined from the pool); 0: the "
-        "statistics as trained. For --ema_momentum, whose average was never trained with statistics of its "
-        "own (e.g. 100).", added_later=True,
+        "them, neither augmented nor attacked; outliers: consecutive pool images from a seeded "
+        "offset); 0: the statistics as trained. For --ema_momentum, whose average was never "
+        "trained with statistics of its own (e.g. 100).", added_later=True,
     )  # fmt: skip
     in_batch: int = setting(64, "In-distribution images per step (global).", positive=True)
     out_batch: int = setting(
