@@ -27,11 +27,7 @@ def test_the_shipped_detectors_are_small_and_named():
         assert os.path.getsize(os.path.join(HERE, name, "network.weights.h5")) <= 2 << 20
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["digits_atom", "cifar10_cpu_atom", "cifar10_cpu_oe", "cifar10_cpu_atom_trades",
-     "cifar10_cpu_atom_trades_ema"],
-)  # fmt: skip
+@pytest.mark.parametrize("name", pretrained_names())  # the list the test above fixes
 def test_a_shipped_detector_reproduces_its_test_accuracy(name, monkeypatch):
     with open(os.path.join(HERE, name, "config.json")) as f:
         dataset = json.load(f)["dataset"]
