@@ -118,42 +118,64 @@ def group_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def robustness_checks_of(results: dict) -> list[dict]:
+    """The gradient-masking checks of results, one entry per side and set (results of an
+    earlier version held one OOD set's as a dict)."""
+    checks = results.get("robustness_checks") or []
+    return [checks] if isinstance(checks, dict) else checks
+
+
+def _success(checks: dict) -> tuple[str, str]:
+    """The key and the column name of what the attacker raises in one entry of the checks."""
+    if checks.get("side", "ood") == "in":
+        return "rejected", "rejected (%)"
+    return "fpr95", "FPR95"
+
+
 def robustness_table(results: dict) -> str:
-    """The gradient-masking checks: FPR95 / AUROC against ε and against steps, Square's share,
-    and the warnings (docs/protocol.md §11)."""
-    checks = results.get("robustness_checks")
-    if not checks:
-        return ""
-    eps, steps = checks["epsilon"], checks["steps"]
-    if "clean" in checks:
-        eps = {"0 (clean)": checks["clean"], **eps}
-    cell = lambda m: f"{m['fpr95']:.1f} / {m['auroc']:.1f}"  # noqa: E731
-    lines = [f"Gradient-masking checks ({checks['images']} images of {checks['set']}; FPR95 / "
-             "AUROC under L∞ PGD):", "",
-             "| ε (/255) | " + " | ".join(eps) + " |", "|---|" + "---|" * len(eps),
-             "| | " + " | ".join(cell(m) for m in eps.values()) + " |", "",
-             "| steps | " + " | ".join(steps) + " |", "|---|" + "---|" * len(steps),
-             "| | " + " | ".join(cell(m) for m in steps.values()) + " |", "",
-             f"Square (no gradients) beats PGD and APGD on {checks['square_beats_white_box']:.1f} % "
-             "of the images."]  # fmt: skip
-    lines += [f"**Warning**: {w}" for w in checks["warnings"]] or ["Every check passed."]
+    """The gradient-masking checks: per side and set, FPR95 (or the in-distribution share
+    rejected) / AUROC against ε and against steps, Square's share, and the warnings
+    (docs/protocol.md §11)."""
+    lines: list[str] = []
+    for checks in robustness_checks_of(results):
+        eps, steps = checks["epsilon"], checks["steps"]
+        if "clean" in checks:
+            eps = {"0 (clean)": checks["clean"], **eps}
+        key, name = _success(checks)
+        cell = lambda m, key=key: f"{m[key]:.1f} / {m['auroc']:.1f}"  # noqa: E731
+        what = (f"{checks['images']} in-distribution images attacked towards OOD; {name} / "
+                "AUROC against clean OOD" if key == "rejected" else
+                f"{checks['images']} images of {checks['set']}; {name} / AUROC")  # fmt: skip
+        lines += [("\n" if lines else "") + f"Gradient-masking checks ({what} under L∞ PGD):",
+                  "", "| ε (/255) | " + " | ".join(eps) + " |", "|---|" + "---|" * len(eps),
+                  "| | " + " | ".join(cell(m) for m in eps.values()) + " |", "",
+                  "| steps | " + " | ".join(steps) + " |", "|---|" + "---|" * len(steps),
+                  "| | " + " | ".join(cell(m) for m in steps.values()) + " |", "",
+                  f"Square (no gradients) beats PGD and APGD on "
+                  f"{checks['square_beats_white_box']:.1f} % of the images."]  # fmt: skip
+        lines += [f"**Warning**: {w}" for w in checks["warnings"]] or ["Every check passed."]
     return "\n".join(lines)
 
 
-def plot_epsilon_curve(checks: dict, path: str) -> None:
-    """FPR95 and AUROC of the L∞ threat against ε (log scale)."""
+def plot_epsilon_curve(results: dict, path: str) -> None:
+    """The success of the L∞ threat (FPR95, or the in-distribution share rejected) and AUROC
+    against ε (log scale), a panel per side and set of the checks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    eps = [int(e) for e in checks["epsilon"]]
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
-    for key, label in (("fpr95", "FPR95 (%) ↑ = attack wins"), ("auroc", "AUROC (%)")):
-        ax.plot(eps, [checks["epsilon"][str(e)][key] for e in eps], "o-", label=label)
-    ax.set_xscale("log", base=2)
-    ax.set(xlabel="ε (× 1/255)", ylim=(-2, 102), title=f"ε-curve on {checks['set']}")
-    ax.legend(fontsize=7)
+    entries = robustness_checks_of(results)
+    fig, axes = plt.subplots(1, len(entries), figsize=(4.6 * len(entries), 3.2), squeeze=False)
+    for ax, checks in zip(axes[0], entries, strict=True):
+        key, name = _success(checks)
+        eps = [int(e) for e in checks["epsilon"]]
+        for metric, label in ((key, f"{name} ↑ = attack wins"), ("auroc", "AUROC (%)")):
+            ax.plot(eps, [checks["epsilon"][str(e)][metric] for e in eps], "o-", label=label)
+        ax.set_xscale("log", base=2)
+        title = "in-distribution images" if key == "rejected" else checks["set"]
+        ax.set(xlabel="ε (× 1/255)", ylim=(-2, 102), title=f"ε-curve on {title}")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -216,10 +238,8 @@ def write_reports(
         f.write(markdown_table(results))
     if plots:
         plot_scores(results, results_dir)
-        if "robustness_checks" in results:
-            plot_epsilon_curve(
-                results["robustness_checks"], os.path.join(results_dir, "epsilon_curve.png")
-            )
+        if robustness_checks_of(results):
+            plot_epsilon_curve(results, os.path.join(results_dir, "epsilon_curve.png"))
     if log_dir:
         write_tensorboard(results, log_dir)
 

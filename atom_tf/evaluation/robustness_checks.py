@@ -1,7 +1,10 @@
 """Gradient-masking checks (docs/protocol.md §11): does a low FPR95 under attack come from
 robustness, or from an attack that cannot find its way?
 
-On a subset of OOD images, with the clean in-distribution threshold:
+On a subset of OOD images, with the clean in-distribution threshold (or, on the in-distribution
+side of the end-to-end threats, a subset of in-distribution images attacked towards OOD: there
+the share of them the clean threshold rejects takes FPR95's place, and AUROC is read against
+clean OOD scores):
 - the ε-curve: the L∞ threat at ε ∈ {1, 2, 4, 8, 16, 32, 64}/255 (the step size scaled with
   ε). At the largest ε almost every OOD image must pass as in-distribution (FPR95 ≥ 90 %) and
   the AUROC must lie below the clean one, and neither may the FPR95 fall nor the AUROC rise as
@@ -23,10 +26,13 @@ import itertools
 
 import numpy as np
 
-from atom_tf.evaluation.metrics import auroc, fpr_at_tpr
+from atom_tf.evaluation.metrics import auroc, fpr_at_tpr, threshold_at_tpr
 from atom_tf.evaluation.threats import ThreatContext, get_threat
 
 CHECKS_VERSION = 2  # in the key of saved checks: 2 added the clean point and the AUROC checks
+# per side: what the attacker raises (in %), and what it means, for the tables and warnings
+SUCCESS = {"ood": ("fpr95", "OOD images pass as in-distribution"),
+           "in": ("rejected", "in-distribution images are rejected as OOD")}  # fmt: skip
 EPSILONS = (1, 2, 4, 8, 16, 32, 64)  # × 1/255
 STEPS = (40, 100, 200)
 LARGE_EPSILON_FPR95 = 90.0  # % of OOD images accepted at the largest ε, at least
@@ -44,65 +50,80 @@ def _attacked(images: np.ndarray, ctx: ThreatContext, **changes) -> np.ndarray:
 
 
 def robustness_checks(
-    in_scores: np.ndarray, images: np.ndarray, ctx: ThreatContext, detector: str
+    in_scores: np.ndarray,
+    images: np.ndarray,
+    ctx: ThreatContext,
+    detector: str,
+    ood_scores: np.ndarray | None = None,
 ) -> dict:
-    """The three checks on `images` (clean OOD, float in [0, 1]) against the detector behind
-    `ctx`; returns their numbers and the warnings they raise."""
-    fpr = lambda scores: 100 * fpr_at_tpr(in_scores, scores)  # noqa: E731
-    area = lambda scores: 100 * auroc(in_scores, scores)  # noqa: E731
+    """The three checks on `images` (float in [0, 1]) against the detector behind `ctx`;
+    returns their numbers and the warnings they raise. `ctx.side` "ood": the images are OOD
+    and each point is FPR95 / AUROC against the clean in-distribution scores `in_scores`.
+    "in": the images are in-distribution, attacked towards OOD; each point is the share the
+    95 %-TPR threshold of `in_scores` rejects / AUROC against the clean `ood_scores`."""
+    metric, meaning = SUCCESS[ctx.side]
+    if ctx.side == "ood":
+        success = lambda scores: 100 * fpr_at_tpr(in_scores, scores)  # noqa: E731
+        area = lambda scores: 100 * auroc(in_scores, scores)  # noqa: E731
+    else:
+        if ood_scores is None:
+            raise ValueError("the in-distribution side's checks need clean OOD scores")
+        threshold = threshold_at_tpr(in_scores)
+        success = lambda scores: 100 * float(np.mean(np.asarray(scores) < threshold))  # noqa: E731
+        area = lambda scores: 100 * auroc(scores, ood_scores)  # noqa: E731
+    point = lambda scores: {metric: success(scores), "auroc": area(scores)}  # noqa: E731
     base = ctx.attack
-    clean_scores = ctx.score_fn(images)
-    clean = {"fpr95": fpr(clean_scores), "auroc": area(clean_scores)}
-    by_epsilon = {}
-    for e in EPSILONS:
-        scores = _attacked(images, ctx, attack="pgd", epsilon=e / 255,
-                           step_size=base.step_size * (e / 255) / base.epsilon)  # fmt: skip
-        by_epsilon[str(e)] = {"fpr95": fpr(scores), "auroc": area(scores)}
-    by_steps = {}
-    for steps in STEPS:
-        scores = _attacked(images, ctx, attack="pgd", steps=steps)
-        by_steps[str(steps)] = {"fpr95": fpr(scores), "auroc": area(scores)}
+    clean = point(ctx.score_fn(images))
+    by_epsilon = {
+        str(e): point(_attacked(images, ctx, attack="pgd", epsilon=e / 255,
+                                step_size=base.step_size * (e / 255) / base.epsilon))
+        for e in EPSILONS
+    }  # fmt: skip
+    by_steps = {str(s): point(_attacked(images, ctx, attack="pgd", steps=s)) for s in STEPS}
     white_box = np.maximum(
-        _attacked(images, ctx, attack="pgd"), _attacked(images, ctx, attack="apgd")
+        ctx.attacker_gain(_attacked(images, ctx, attack="pgd")),
+        ctx.attacker_gain(_attacked(images, ctx, attack="apgd")),
     )
-    square = _attacked(images, ctx, attack="square")
+    square = ctx.attacker_gain(_attacked(images, ctx, attack="square"))
     square_share = 100 * float(np.mean(square > white_box + 1e-6))
+    side = "OOD images" if ctx.side == "ood" else "in-distribution images"
     warnings = []
     largest = by_epsilon[str(EPSILONS[-1])]
-    if largest["fpr95"] < LARGE_EPSILON_FPR95:
+    if largest[metric] < LARGE_EPSILON_FPR95:
         warnings.append(
             f"{detector}: the ε-curve check failed: at ε = {EPSILONS[-1]}/255 only "
-            f"{largest['fpr95']:.1f} % of OOD images pass as in-distribution (expected ≥ "
-            f"{LARGE_EPSILON_FPR95:.0f} %): the attack may be lost on a masked gradient"
+            f"{largest[metric]:.1f} % of {meaning} (expected ≥ {LARGE_EPSILON_FPR95:.0f} %): "
+            "the attack may be lost on a masked gradient"
         )
     if largest["auroc"] > clean["auroc"] - TOLERANCE:
         warnings.append(
-            f"{detector}: the ε-curve check failed: at ε = {EPSILONS[-1]}/255 AUROC is "
-            f"{largest['auroc']:.1f} %, clean {clean['auroc']:.1f} %: the attack may be lost on "
-            "a masked gradient"
+            f"{detector}: the ε-curve check failed on {side}: at ε = {EPSILONS[-1]}/255 AUROC "
+            f"is {largest['auroc']:.1f} %, clean {clean['auroc']:.1f} %: the attack may be lost "
+            "on a masked gradient"
         )
-    # what a stronger attack must not do: lower FPR95 (sign 1) or raise AUROC (sign -1)
-    for metric, sign, worse in (("fpr95", 1, "falls"), ("auroc", -1, "rises")):
-        curve = [by_epsilon[str(e)][metric] for e in EPSILONS]
+    # what a stronger attack must not do: lower its success (sign 1) or raise AUROC (sign -1)
+    for name, sign, worse in ((metric, 1, "falls"), ("auroc", -1, "rises")):
+        label = "share rejected" if name == "rejected" else name.upper()
+        curve = [by_epsilon[str(e)][name] for e in EPSILONS]
         if any(
             sign * (later - earlier) < -TOLERANCE for earlier, later in itertools.pairwise(curve)
         ):
             curve_text = ", ".join(f"{v:.1f}" for v in curve)
             warnings.append(
-                f"{detector}: the ε-curve check failed: {metric.upper()} {worse} as ε grows "
+                f"{detector}: the ε-curve check failed on {side}: {label} {worse} as ε grows "
                 f"[{curve_text}]"
             )
-        more = [by_steps[str(s)][metric] for s in STEPS]
+        more = [by_steps[str(s)][name] for s in STEPS]
         if any(sign * (later - more[0]) < -TOLERANCE for later in more[1:]):
             warnings.append(
-                f"{detector}: the steps check failed: {metric.upper()} "
+                f"{detector}: the steps check failed on {side}: {label} "
                 f"{[round(v, 1) for v in more]} at {list(STEPS)} steps {worse} with more steps"
             )
     if square_share > SQUARE_SHARE:
         warnings.append(
             f"{detector}: the black-box check failed: Square (no gradients) beats PGD and APGD "
-            f"on {square_share:.1f} % of OOD images (over {SQUARE_SHARE:.0f} %): gradient "
+            f"on {square_share:.1f} % of {side} (over {SQUARE_SHARE:.0f} %): gradient "
             "masking is likely"
         )
-    return {"images": len(images), "clean": clean, "epsilon": by_epsilon, "steps": by_steps,
-            "square_beats_white_box": square_share, "warnings": warnings}  # fmt: skip
+    return {"side": ctx.side, "images": len(images), "clean": clean, "epsilon": by_epsilon,
+            "steps": by_steps, "square_beats_white_box": square_share, "warnings": warnings}  # fmt: skip

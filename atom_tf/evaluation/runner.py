@@ -153,12 +153,18 @@ class EvalSettings:
     seed: int = setting(0, "Seed of attacks, noise sets and subsets.")
     jit_compile: bool = False  # resolved: bin/evaluate.py's --jit_compile unset means "auto"
     robustness_checks: bool = setting(
-        False, "Gradient-masking checks on the first OOD set: the L-inf threat against eps "
-        "(1 to 64/255), against steps (40, 100, 200), and Square against PGD and APGD "
-        "(docs/protocol.md §11); a warning line for each check that fails.", added_later=True,
+        False, "Gradient-masking checks on OOD images (--robustness_sets): the L-inf threat "
+        "against eps (1 to 64/255), against steps (40, 100, 200), and Square against PGD and "
+        "APGD (docs/protocol.md §11); with linf_in or linf_both among --threats, the same on "
+        "in-distribution images attacked towards OOD. A warning line for each check that "
+        "fails.", added_later=True,
     )  # fmt: skip
     robustness_images: int = setting(
-        200, "OOD images the robustness checks attack (the first of the first set).",
+        200, "Images the robustness checks attack per set (the first of each OOD set; the "
+        "first of the --max_in_images subset).", added_later=True,
+    )  # fmt: skip
+    robustness_sets: tuple[str, ...] = setting(
+        (), "Which of --ood_sets the robustness checks attack (default: the first).",
         added_later=True,
     )  # fmt: skip
     max_in_images: int | None = setting(
@@ -194,12 +200,14 @@ class EvalSettings:
                 f"unknown --end_to_end_attack {self.end_to_end_attack!r}; choose one of "
                 f"{', '.join(ATTACK_NAMES)} (or leave it empty for --attack)"
             )
-        unknown = [name for name in self.near_ood_sets if name not in self.ood_sets]
-        if unknown:
-            raise InvalidConfigError(
-                f"--near_ood_sets names {', '.join(unknown)}, not among --ood_sets "
-                f"({', '.join(self.ood_sets)})"
-            )
+        for flag, names in (("near_ood_sets", self.near_ood_sets),
+                            ("robustness_sets", self.robustness_sets)):  # fmt: skip
+            unknown = [name for name in names if name not in self.ood_sets]
+            if unknown:
+                raise InvalidConfigError(
+                    f"--{flag} names {', '.join(unknown)}, not among --ood_sets "
+                    f"({', '.join(self.ood_sets)})"
+                )
 
     def attack_for(self, threat: str) -> AttackSettings:
         """The attack settings of a threat: `end_to_end_attack` for the end-to-end family."""
@@ -217,7 +225,8 @@ class EvalSettings:
         only the end-to-end threats read is in each of their scores' keys)."""
         d = {**identity_of(self), "attack": self.attack.identity()}
         for key in ("ood_sets", "threats", "batch_size", "jit_compile", "robustness_checks",
-                    "robustness_images", "max_in_images", "end_to_end_attack", "near_ood_sets"):  # fmt: skip
+                    "robustness_images", "robustness_sets", "max_in_images", "end_to_end_attack",
+                    "near_ood_sets"):  # fmt: skip
             d.pop(key, None)
         if not d["scorer_options"]:  # results written before scorer options keep their identity
             d.pop("scorer_options")
@@ -319,28 +328,42 @@ def threat_context(detector: Detector, settings: EvalSettings, verbose: bool,
 
 def checked_robustness(detector: Detector, state, in_scores: np.ndarray, set_name: str,
                        images: np.ndarray, settings: EvalSettings, results_dir: str,
-                       verbose: bool) -> dict:  # fmt: skip
-    """The gradient-masking checks on the first `robustness_images` images of a set, saved in
-    results_dir/robustness_checks.json with what they depend on (reused while that holds);
-    each failed check printed as a warning line."""
+                       verbose: bool, ood_scores: np.ndarray | None = None) -> dict:  # fmt: skip
+    """The gradient-masking checks on the first `robustness_images` images of a set, OOD, or
+    with `ood_scores` (clean OOD scores to read AUROC against) the in-distribution subset
+    attacked towards OOD. Saved in results_dir/robustness_checks.json, one entry per side and
+    set, with what they depend on (reused while that holds); each failed check printed as a
+    warning line."""
+    side = "ood" if ood_scores is None else "in"
     subset = as_unit_float(images[: settings.robustness_images])
-    key = digest_of({"scores": score_key(state, detector, set_name, subset, "robustness_checks",
-                                         settings),
-                     "in": sha256_of_arrays(in_scores), "version": CHECKS_VERSION})  # fmt: skip
+    threat = "robustness_checks" if side == "ood" else "robustness_checks_in"
+    depends = {"scores": score_key(state, detector, set_name, subset, threat, settings),
+               "in": sha256_of_arrays(in_scores), "version": CHECKS_VERSION}  # fmt: skip
+    if ood_scores is not None:
+        depends["ood"] = sha256_of_arrays(ood_scores)
+    key = digest_of(depends)
     path = os.path.join(results_dir, "robustness_checks.json")
     try:
-        saved = read_json(path) if os.path.exists(path) else None
+        saved = read_json(path) if os.path.exists(path) else {}
     except DamagedFileError:  # a damaged cache is recomputed
-        saved = None
-    if isinstance(saved, dict) and saved.get("key") == key and "checks" in saved:
-        checks = saved["checks"]
+        saved = {}
+    saved = saved if isinstance(saved, dict) else {}
+    # one entry per side and set; a file of the first version held one entry at its top level
+    entries = saved.get("entries", {"ood:" + str(saved.get("checks", {}).get("set")): saved})
+    entry = entries.get(f"{side}:{set_name}")
+    if isinstance(entry, dict) and entry.get("key") == key and "checks" in entry:
+        checks = {"side": "ood", **entry["checks"]}
     else:
         if verbose:
-            print(f"robustness checks: {len(subset)} images of {set_name}", flush=True)
-        ctx = threat_context(detector, settings, verbose=False)
+            print(f"robustness checks: {len(subset)} {'OOD images of ' if side == 'ood' else ''}"
+                  f"{set_name}", flush=True)  # fmt: skip
+        ctx = dataclasses.replace(threat_context(detector, settings, verbose=False), side=side)
         name = f"{detector.scorer.name} detector of {state.weights_sha256[:12]}"
-        checks = {"set": set_name, **robustness_checks(in_scores, subset, ctx, name)}
-        atomic_write_json(path, {"key": key, "checks": checks})
+        checks = {"set": set_name,
+                  **robustness_checks(in_scores, subset, ctx, name, ood_scores)}  # fmt: skip
+    entries = {k: v for k, v in entries.items() if isinstance(v, dict) and "key" in v}
+    entries[f"{side}:{set_name}"] = {"key": key, "checks": checks}
+    atomic_write_json(path, {"entries": entries})
     for line in checks["warnings"]:
         print(f"warning: {line}", file=sys.stderr, flush=True)
     return checks
@@ -545,9 +568,19 @@ def evaluate(
             for group, members in results["groups"].items() if members
         }  # fmt: skip
     if settings.robustness_checks:
-        first = settings.ood_sets[0]
-        images = load_ood_set(first, settings.max_ood_images, data_dir, ood_dir, seed=settings.seed)
-        results["robustness_checks"] = checked_robustness(
-            detector, state, in_scores, first, images, settings, results_dir, verbose
-        )
+        results["robustness_checks"] = []
+        for name in settings.robustness_sets or settings.ood_sets[:1]:
+            images = load_ood_set(name, settings.max_ood_images, data_dir, ood_dir,
+                                  seed=settings.seed)  # fmt: skip
+            results["robustness_checks"].append(checked_robustness(
+                detector, state, in_scores, name, images, settings, results_dir, verbose
+            ))  # fmt: skip
+        if attacked_in is not None:  # AUROC against the first set's clean scores
+            first = settings.robustness_sets[:1] or settings.ood_sets[:1]
+            clean_ood = set_scores(labels[settings.ood_sets.index(first[0])], "natural")[0]
+            subset = data.x_test[attacked_in[1]["indices"]]
+            results["robustness_checks"].append(checked_robustness(
+                detector, state, in_scores, "in_distribution", subset, settings, results_dir,
+                verbose, ood_scores=clean_ood,
+            ))  # fmt: skip
     return results

@@ -57,6 +57,7 @@ def test_a_masked_gradient_raises_the_warnings_naming_the_detector():
     text = "\n".join(masked["warnings"])
     assert "tiny detector: the black-box check failed" in text
     assert "tiny detector: the ε-curve check failed" in text
+    assert "on OOD images" in text and "on in-distribution images" not in text
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -65,7 +66,58 @@ def test_a_degenerate_threshold_leaves_the_checks_to_auroc(masked):
     assert all(v["fpr95"] == 100.0 for v in result["epsilon"].values())  # FPR95 says nothing
     text = "\n".join(result["warnings"])
     if masked:
-        assert "tiny detector: the ε-curve check failed: at ε = 64/255 AUROC is" in text
+        assert (
+            "tiny detector: the ε-curve check failed on OOD images: at ε = 64/255 AUROC is" in text
+        )
     else:
         assert result["epsilon"]["64"]["auroc"] < result["clean"]["auroc"] - 2
         assert result["warnings"] == []
+
+
+def in_side_checks(masked: bool) -> dict:
+    """The checks of the tiny detector's in-distribution side: images it accepts, attacked
+    towards OOD, read against the clean OOD scores of other images."""
+    model = tiny_network(3, seed=2)
+    scorer = get_scorer("kplus1")
+
+    def logits_fn(x):
+        if masked:
+            x = 0.0 * x + tf.stop_gradient(tf.round(x * 8) / 8)
+        return model(x, training=False)
+
+    def score_fn(images):
+        return scorer.score(logits_fn, tf.constant(images, tf.float32), 2).numpy()
+
+    rng = np.random.default_rng(0)
+    images = rng.random((8, 32, 32, 3)).astype(np.float32)
+    clean = score_fn(images)
+    # the clean threshold (the 6th lowest in-distribution score) just below every image's
+    # score: none rejected clean; the clean OOD scores just below the threshold
+    in_scores = clean.min() - 0.01 + 0.05 * rng.random(100)
+    in_scores = np.concatenate([in_scores, np.full(5, clean.min() - 0.2)])
+    ood_scores = in_scores[:100].min() - 0.001 - 0.002 * rng.random(20)
+    ctx = ThreatContext(logits_fn, scorer, 2, AttackSettings(queries=100), score_fn,
+                        batch_size=8, verbose=False, seed=1, side="in")  # fmt: skip
+    return robustness_checks(in_scores, images, ctx, "tiny detector", ood_scores)
+
+
+def test_the_in_distribution_side_is_checked_by_its_rejected_share():
+    honest = in_side_checks(masked=False)
+    assert honest["side"] == "in" and "fpr95" not in honest["clean"]
+    assert honest["clean"]["rejected"] == 0.0 and honest["clean"]["auroc"] == 100.0
+    assert honest["epsilon"]["64"]["rejected"] >= 90
+    assert honest["epsilon"]["64"]["auroc"] < honest["clean"]["auroc"] - 2
+    assert honest["warnings"] == []
+    masked = in_side_checks(masked=True)
+    text = "\n".join(masked["warnings"])
+    assert "in-distribution images are rejected as OOD (expected ≥ 90 %)" in text
+    assert "tiny detector: the black-box check failed" in text and "of in-distribution" in text
+
+
+def test_the_in_distribution_side_needs_clean_ood_scores():
+    model = tiny_network(3, seed=2)
+    scorer = get_scorer("kplus1")
+    ctx = ThreatContext(lambda x: model(x, training=False), scorer, 2, AttackSettings(),
+                        lambda x: np.zeros(len(x)), verbose=False, side="in")  # fmt: skip
+    with pytest.raises(ValueError, match="need clean OOD scores"):
+        robustness_checks(np.zeros(10), np.zeros((2, 32, 32, 3), np.float32), ctx, "d")

@@ -1,6 +1,7 @@
 """Evaluation end to end on a small run trained here: detector API, threats, resumable
 per-(set, threat) scores, reports, and bin/evaluate.py as a user runs it."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,6 +12,8 @@ import pytest
 
 import atom_tf
 from atom_tf.data.ood_sets import load_ood_set
+from atom_tf.errors import InvalidConfigError
+from atom_tf.evaluation.metrics import auroc, threshold_at_tpr
 from atom_tf.evaluation.reports import write_reports
 from atom_tf.evaluation.runner import EvalSettings, evaluate
 from atom_tf.evaluation.threats import AttackSettings, ThreatContext, get_threat
@@ -263,8 +266,8 @@ def test_the_ensemble_and_the_robustness_checks_end_to_end(run_dir, tmp_path, ca
         assert results["ood"][label]["linf"]["fpr95"] >= pgd["ood"][label]["linf"]["fpr95"]
         shares = results["attack_winners"][label]["linf"]
         assert sum(shares.values()) == pytest.approx(100) and set(shares) >= {"clean", "square"}
-    checks = results["robustness_checks"]
-    assert checks["set"] == "letters" and checks["images"] == 8
+    [checks] = results["robustness_checks"]  # the first set's only, OOD side only
+    assert checks["set"] == "letters" and checks["side"] == "ood" and checks["images"] == 8
     assert set(checks["epsilon"]) == {"1", "2", "4", "8", "16", "32", "64"}
     write_reports(results, str(tmp_path / "ens"), None, plots=True)
     markdown = (tmp_path / "ens" / "results.md").read_text()
@@ -273,8 +276,60 @@ def test_the_ensemble_and_the_robustness_checks_end_to_end(run_dir, tmp_path, ca
     saved = json.loads((tmp_path / "ens" / "robustness_checks.json").read_text())
     capsys.readouterr()
     again = evaluate(run_dir, str(tmp_path / "ens"), settings)
-    assert again["robustness_checks"] == saved["checks"]  # reused, not recomputed
+    assert again["robustness_checks"] == [saved["entries"]["ood:letters"]["checks"]]  # reused
     assert "robustness checks:" not in capsys.readouterr().out
+    # a file of the first version (one set's checks at its top level) is reused too
+    legacy = saved["entries"]["ood:letters"]
+    legacy["checks"].pop("side")
+    (tmp_path / "ens" / "robustness_checks.json").write_text(json.dumps(legacy))
+    assert evaluate(run_dir, str(tmp_path / "ens"), settings)["robustness_checks"] == [checks]
+    assert "robustness checks:" not in capsys.readouterr().out
+
+
+def test_the_robustness_checks_of_every_named_set_and_of_the_in_distribution_side(
+    run_dir, tmp_path, capsys
+):
+    """`--robustness_sets` names the OOD sets checked; with an end-to-end threat that attacks
+    in-distribution images, those are checked too (their rejected share, AUROC against the
+    first checked set's clean scores); each entry reused on its own; one line for a set
+    that is not evaluated."""
+    sets = ("letters", "uniform_noise")
+    settings = EvalSettings(ood_sets=sets, threats=("natural", "linf_in"), attack=QUICK,
+                            max_ood_images=12, max_in_images=10, robustness_checks=True,
+                            robustness_images=6, robustness_sets=("uniform_noise", "letters"))  # fmt: skip
+    results = evaluate(run_dir, str(tmp_path / "e2e"), settings, verbose=True)
+    out = capsys.readouterr().out
+    entries = results["robustness_checks"]
+    assert [(c["side"], c["set"]) for c in entries] == [
+        ("ood", "uniform_noise"),
+        ("ood", "letters"),
+        ("in", "in_distribution"),
+    ]
+    assert out.count("robustness checks:") == 3
+    inside = entries[2]
+    assert inside["images"] == 6 and set(inside["clean"]) == {"rejected", "auroc"}
+    scores = tmp_path / "e2e" / "scores"
+    in_scores = np.load(scores / "in_distribution.npz")["scores"]
+    first_six = in_scores[np.load(scores / "in_distribution__linf_in.npz")["indices"][:6]]
+    noise = np.load(scores / "uniform_noise__natural.npz")["scores"]  # the first set checked
+    assert inside["clean"] == {  # the first six of the attacked subset, clean
+        "rejected": pytest.approx(100 * np.mean(first_six < threshold_at_tpr(in_scores))),
+        "auroc": pytest.approx(100 * auroc(first_six, noise)),
+    }
+    write_reports(results, str(tmp_path / "e2e"), None, plots=True)
+    markdown = (tmp_path / "e2e" / "results.md").read_text()
+    assert markdown.count("Gradient-masking checks") == 3
+    assert "in-distribution images attacked towards OOD; rejected (%) / AUROC" in markdown
+    assert (tmp_path / "e2e" / "epsilon_curve.png").stat().st_size > 1000
+    # only the first set is checked without --robustness_sets: its entry is reused, and the
+    # in-distribution side's AUROC now reads the first set's scores, so that side is redone
+    fewer = dataclasses.replace(settings, robustness_sets=())
+    again = evaluate(run_dir, str(tmp_path / "e2e"), fewer, verbose=True)
+    assert [c["set"] for c in again["robustness_checks"]] == ["letters", "in_distribution"]
+    assert again["robustness_checks"][0] == entries[1]
+    assert capsys.readouterr().out.count("robustness checks:") == 1
+    with pytest.raises(InvalidConfigError, match="--robustness_sets names mnist, not among"):
+        EvalSettings(ood_sets=sets, robustness_sets=("mnist",))
 
 
 def test_the_end_to_end_threats_leave_every_existing_number_and_share_their_scores(
