@@ -132,13 +132,19 @@ def _success(checks: dict) -> tuple[str, str]:
     return "fpr95", "FPR95"
 
 
+def _numeric_order(points: dict[str, dict]) -> dict[str, dict]:
+    """Points keyed by a number's text (ε, steps) in the number's order: a JSON file written
+    with sorted keys reads them back as "1", "16", "2", ..."""
+    return dict(sorted(points.items(), key=lambda item: float(item[0])))
+
+
 def robustness_table(results: dict) -> str:
     """The gradient-masking checks: per side and set, FPR95 (or the in-distribution share
     rejected) / AUROC against ε and against steps, Square's share, and the warnings
     (docs/protocol.md §11)."""
     lines: list[str] = []
     for checks in robustness_checks_of(results):
-        eps, steps = checks["epsilon"], checks["steps"]
+        eps, steps = _numeric_order(checks["epsilon"]), _numeric_order(checks["steps"])
         if "clean" in checks:
             eps = {"0 (clean)": checks["clean"], **eps}
         key, name = _success(checks)
@@ -169,7 +175,7 @@ def plot_epsilon_curve(results: dict, path: str) -> None:
     fig, axes = plt.subplots(1, len(entries), figsize=(4.6 * len(entries), 3.2), squeeze=False)
     for ax, checks in zip(axes[0], entries, strict=True):
         key, name = _success(checks)
-        eps = [int(e) for e in checks["epsilon"]]
+        eps = [int(e) for e in _numeric_order(checks["epsilon"])]
         for metric, label in ((key, f"{name} ↑ = attack wins"), ("auroc", "AUROC (%)")):
             ax.plot(eps, [checks["epsilon"][str(e)][metric] for e in eps], "o-", label=label)
         ax.set_xscale("log", base=2)

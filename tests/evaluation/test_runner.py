@@ -278,6 +278,10 @@ def test_the_ensemble_and_the_robustness_checks_end_to_end(run_dir, tmp_path, ca
     again = evaluate(run_dir, str(tmp_path / "ens"), settings)
     assert again["robustness_checks"] == [saved["entries"]["ood:letters"]["checks"]]  # reused
     assert "robustness checks:" not in capsys.readouterr().out
+    write_reports(again, str(tmp_path / "ens"), None)  # read back with sorted keys: in order
+    markdown = (tmp_path / "ens" / "results.md").read_text()
+    assert "| ε (/255) | 0 (clean) | 1 | 2 | 4 | 8 | 16 | 32 | 64 |" in markdown
+    assert "| steps | 40 | 100 | 200 |" in markdown
     # a file of the first version (one set's checks at its top level) is reused too
     legacy = saved["entries"]["ood:letters"]
     legacy["checks"].pop("side")
