@@ -207,9 +207,10 @@ _fine_tune("atom_trades_pgd_6epochs_ema", "atom_trades", "atom",
            (TRADES_BETA_6, *PGD_5, *SIX_EPOCHS, EMA), "atom_adv")  # fmt: skip
 # ... and the average's batch-norm statistics re-estimated over 100 clean training batches
 # (those kept are the trained weights': they cost the average 3.3 points of accuracy), with the
-# average's horizon swept: m = 0.999 (about 1,000 steps, back before the learning-rate decay
-# after 1,560 of the 2,340 steps), 0.998 (about 500, within the 780 after it) and 0.9995 (about
-# 2,000, back to the first epochs). results.md gives the sweep a trade-off table.
+# average's horizon swept: m = 0.998, 0.999, 0.9995 (about 500, 1,000, 2,000 steps; 79, 54 and
+# 32 % of the average's weight after the learning-rate decay at step 1,560 of 2,340, and 0.9,
+# 9.6 and 31 % on the weights after the first step, which Keras' average starts from).
+# results.md gives the sweep a trade-off table.
 REESTIMATE_BN = "--reestimate_bn_batches=100"
 for _name, _momentum in (("atom_trades_pgd_6epochs_ema_bn", 0.999),
                          ("atom_trades_pgd_6epochs_ema998_bn", 0.998),

@@ -12,29 +12,35 @@ from atom_tf.evaluation.threats import AttackSettings, ThreatContext
 from tests.helpers import tiny_network
 
 
-def checks(masked: bool, degenerate: bool = False) -> dict:
-    """The checks of a tiny detector; `degenerate`: a tenth of its in-distribution scores tie
-    at a floor below every OOD score, so its threshold accepts every OOD image (FPR95 100 %
-    clean, as CCU's at CPU scale) and only AUROC can show what an attack does."""
+def tiny_detector(masked: bool, side: str = "ood") -> ThreatContext:
+    """A tiny K+1 detector's threat context on `side`; `masked`: the network sees its input
+    quantised to eighths, so its input gradient is zero."""
     model = tiny_network(3, seed=2)
     scorer = get_scorer("kplus1")
 
     def logits_fn(x):
-        if masked:  # the network sees x quantised to eighths; its input gradient is zero
+        if masked:
             x = 0.0 * x + tf.stop_gradient(tf.round(x * 8) / 8)
         return model(x, training=False)
 
     def score_fn(images):
         return scorer.score(logits_fn, tf.constant(images, tf.float32), 2).numpy()
 
+    return ThreatContext(logits_fn, scorer, 2, AttackSettings(queries=100), score_fn,
+                         batch_size=8, verbose=False, seed=1, side=side)  # fmt: skip
+
+
+def checks(masked: bool, degenerate: bool = False) -> dict:
+    """The checks of a tiny detector; `degenerate`: a tenth of its in-distribution scores tie
+    at a floor below every OOD score, so its threshold accepts every OOD image (FPR95 100 %
+    clean, as CCU's at CPU scale) and only AUROC can show what an attack does."""
+    ctx = tiny_detector(masked)
     rng = np.random.default_rng(0)
     ood = rng.random((8, 32, 32, 3)).astype(np.float32)
     # in-distribution scores just above every clean OOD score: clean FPR95 is 0
-    in_scores = score_fn(ood).max() + 0.02 + 0.05 * rng.random(100)
+    in_scores = ctx.score_fn(ood).max() + 0.02 + 0.05 * rng.random(100)
     if degenerate:
-        in_scores = np.concatenate([in_scores, np.full(11, score_fn(ood).min() - 1.0)])
-    ctx = ThreatContext(logits_fn, scorer, 2, AttackSettings(queries=100), score_fn,
-                        batch_size=8, verbose=False, seed=1)  # fmt: skip
+        in_scores = np.concatenate([in_scores, np.full(11, ctx.score_fn(ood).min() - 1.0)])
     return robustness_checks(in_scores, ood, ctx, "tiny detector")
 
 
@@ -77,27 +83,15 @@ def test_a_degenerate_threshold_leaves_the_checks_to_auroc(masked):
 def in_side_checks(masked: bool) -> dict:
     """The checks of the tiny detector's in-distribution side: images it accepts, attacked
     towards OOD, read against the clean OOD scores of other images."""
-    model = tiny_network(3, seed=2)
-    scorer = get_scorer("kplus1")
-
-    def logits_fn(x):
-        if masked:
-            x = 0.0 * x + tf.stop_gradient(tf.round(x * 8) / 8)
-        return model(x, training=False)
-
-    def score_fn(images):
-        return scorer.score(logits_fn, tf.constant(images, tf.float32), 2).numpy()
-
+    ctx = tiny_detector(masked, side="in")
     rng = np.random.default_rng(0)
     images = rng.random((8, 32, 32, 3)).astype(np.float32)
-    clean = score_fn(images)
+    clean = ctx.score_fn(images)
     # the clean threshold (the 6th lowest in-distribution score) just below every image's
     # score: none rejected clean; the clean OOD scores just below the threshold
     in_scores = clean.min() - 0.01 + 0.05 * rng.random(100)
     in_scores = np.concatenate([in_scores, np.full(5, clean.min() - 0.2)])
     ood_scores = in_scores[:100].min() - 0.001 - 0.002 * rng.random(20)
-    ctx = ThreatContext(logits_fn, scorer, 2, AttackSettings(queries=100), score_fn,
-                        batch_size=8, verbose=False, seed=1, side="in")  # fmt: skip
     return robustness_checks(in_scores, images, ctx, "tiny detector", ood_scores)
 
 
@@ -115,9 +109,6 @@ def test_the_in_distribution_side_is_checked_by_its_rejected_share():
 
 
 def test_the_in_distribution_side_needs_clean_ood_scores():
-    model = tiny_network(3, seed=2)
-    scorer = get_scorer("kplus1")
-    ctx = ThreatContext(lambda x: model(x, training=False), scorer, 2, AttackSettings(),
-                        lambda x: np.zeros(len(x)), verbose=False, side="in")  # fmt: skip
+    ctx = tiny_detector(masked=False, side="in")
     with pytest.raises(ValueError, match="need clean OOD scores"):
         robustness_checks(np.zeros(10), np.zeros((2, 32, 32, 3), np.float32), ctx, "d")
