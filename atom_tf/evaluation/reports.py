@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from atom_tf.evaluation.robustness_checks import SUCCESS
 from atom_tf.evaluation.runner import scores_file
 from atom_tf.evaluation.threats import END_TO_END, IN_ATTACKED, ood_side
 from atom_tf.files import atomic_write_text
@@ -127,9 +128,8 @@ def robustness_checks_of(results: dict) -> list[dict]:
 
 def _success(checks: dict) -> tuple[str, str]:
     """The key and the column name of what the attacker raises in one entry of the checks."""
-    if checks.get("side", "ood") == "in":
-        return "rejected", "rejected (%)"
-    return "fpr95", "FPR95"
+    key, name, _ = SUCCESS[checks.get("side", "ood")]
+    return key, "rejected (%)" if key == "rejected" else name
 
 
 def _numeric_order(points: dict[str, dict]) -> dict[str, dict]:

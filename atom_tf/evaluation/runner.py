@@ -502,11 +502,14 @@ def evaluate(
     known: dict = {}  # scores by key, read or computed once in this evaluation
     ood_final_gain = float(np.max(in_scores))  # an OOD image above every clean ID score
 
-    def set_scores(label: str, side: str) -> tuple[np.ndarray, dict]:
+    def set_images(label: str) -> np.ndarray:
         if label not in loaded:
             loaded[label] = load_ood_set(set_names[label], settings.max_ood_images, data_dir,
                                          ood_dir, seed=settings.seed)  # fmt: skip
-        images = loaded[label]
+        return loaded[label]
+
+    def set_scores(label: str, side: str) -> tuple[np.ndarray, dict]:
+        images = set_images(label)
         gain = ood_final_gain if settings.stops_early(side) else None
         key = score_key(state, detector, set_names[label], images, side, settings, gain)
         if key not in known:
@@ -569,15 +572,15 @@ def evaluate(
         }  # fmt: skip
     if settings.robustness_checks:
         results["robustness_checks"] = []
-        for name in settings.robustness_sets or settings.ood_sets[:1]:
-            images = load_ood_set(name, settings.max_ood_images, data_dir, ood_dir,
-                                  seed=settings.seed)  # fmt: skip
+        checked = [labels[settings.ood_sets.index(name)]
+                   for name in settings.robustness_sets or settings.ood_sets[:1]]  # fmt: skip
+        for label in checked:
             results["robustness_checks"].append(checked_robustness(
-                detector, state, in_scores, name, images, settings, results_dir, verbose
+                detector, state, in_scores, set_names[label], set_images(label), settings,
+                results_dir, verbose,
             ))  # fmt: skip
-        if attacked_in is not None:  # AUROC against the first set's clean scores
-            first = settings.robustness_sets[:1] or settings.ood_sets[:1]
-            clean_ood = set_scores(labels[settings.ood_sets.index(first[0])], "natural")[0]
+        if attacked_in is not None:  # AUROC against the first checked set's clean scores
+            clean_ood = set_scores(checked[0], "natural")[0]
             subset = data.x_test[attacked_in[1]["indices"]]
             results["robustness_checks"].append(checked_robustness(
                 detector, state, in_scores, "in_distribution", subset, settings, results_dir,
