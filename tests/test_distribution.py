@@ -63,13 +63,18 @@ def windows(run_dir):
         return [json.loads(line)["mining/window_digest"] for line in f]
 
 
-def assert_same_training(a, b, tolerance=1e-4):
-    assert windows(a) == windows(b) and len(windows(a)) == 3
+def relative_difference(a, b) -> float:
+    """‖Δw‖ / ‖w‖ over all final weights of two run folders."""
     wa, wb = weights(a), weights(b)
     assert wa.keys() == wb.keys()
     flat_a = np.concatenate([wa[k].ravel() for k in sorted(wa)])
     flat_b = np.concatenate([wb[k].ravel() for k in sorted(wa)])
-    relative = np.linalg.norm(flat_a - flat_b) / np.linalg.norm(flat_a)
+    return float(np.linalg.norm(flat_a - flat_b) / np.linalg.norm(flat_a))
+
+
+def assert_same_training(a, b, tolerance=1e-4):
+    assert windows(a) == windows(b) and len(windows(a)) == 3
+    relative = relative_difference(a, b)
     assert relative < tolerance, relative
 
 
@@ -121,6 +126,18 @@ def test_two_replicas_train_like_one_device(one_device, tmp_path):
                                   "--verbose=2"]))  # fmt: skip
     assert "MirroredStrategy, 2 replica(s)" in out and "in 256 (128 per replica)" in out
     assert_same_training(one_device, run_dir)
+
+
+def test_two_replicas_interpolate_a_fine_tune_with_its_start_like_one_device(one_device, tmp_path):
+    """--init_share on mirrored variables: a fine-tune of the one-device run, interpolated with
+    it, ends on the network one device gives."""
+    tune = [*TRAIN, "--epochs=1", f"--init_from={one_device}", "--init_share=0.3"]
+    runs = {}
+    for name, cpus in (("one_device", 1), ("mirrored", 2)):
+        runs[name] = str(tmp_path / name)
+        finish(job("train", cpus, [*tune, f"--distribution={name}", f"--output_dir={runs[name]}"]))
+    assert relative_difference(runs["one_device"], runs["mirrored"]) < 1e-4
+    assert relative_difference(one_device, runs["one_device"]) > 1e-3  # it was fine-tuned
 
 
 def test_two_workers_train_like_one_device_and_only_the_chief_writes(one_device, two_workers):

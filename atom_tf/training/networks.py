@@ -23,14 +23,14 @@ def build_network(
     return network
 
 
-def initialise_from_run(
+def source_weights(
     network: keras.Model, method: Method, num_classes: int, normalization: Normalization,
     source: str, dataset: str, model: str,
-) -> None:  # fmt: skip
-    """Starts `network` from the final weights of the run folder `source`, or of the shipped
-    detector `pretrained:NAME` (same dataset and architecture). Outputs the source lacks (SOFL's
-    reject classes after a K-way standard run) keep their fresh initialisation; every other
-    weight is copied."""
+) -> list[np.ndarray]:  # fmt: skip
+    """The value of each of `network`'s weights in the final network of the run folder
+    `source`, or of the shipped detector `pretrained:NAME` (same dataset and architecture).
+    Outputs the source lacks (SOFL's reject classes after a K-way standard run) keep
+    `network`'s current values."""
     source_dir = resolve_run(source)
     source_config = load_run_config(source_dir)
     final = finished_weights(source_dir)
@@ -49,16 +49,43 @@ def initialise_from_run(
         raise InvalidConfigError(
             f"--init_from: {source_config['method']}'s network does not fit {method.name}'s"
         )
+    values = []
     for target, value in zip(network.weights, trained.weights, strict=True):
         value = np.asarray(value)
         if tuple(target.shape) == value.shape:
-            target.assign(value)
+            values.append(value)
         elif tuple(target.shape[:-1]) == value.shape[:-1] and target.shape[-1] > value.shape[-1]:
             merged = np.asarray(target).copy()  # the output layer: copy the K class outputs
             merged[..., : value.shape[-1]] = value
-            target.assign(merged)
+            values.append(merged)
         else:
             raise InvalidConfigError(
                 f"--init_from: weight {target.path} has shape {tuple(target.shape)} here and "
                 f"{value.shape} in {source}"
             )
+    return values
+
+
+def initialise_from_run(
+    network: keras.Model, method: Method, num_classes: int, normalization: Normalization,
+    source: str, dataset: str, model: str,
+) -> None:  # fmt: skip
+    """Starts `network` from the final weights of `source` (`source_weights`)."""
+    values = source_weights(network, method, num_classes, normalization, source, dataset, model)
+    for target, value in zip(network.weights, values, strict=True):
+        target.assign(value)
+
+
+def interpolate_with_run(
+    network: keras.Model, method: Method, num_classes: int, normalization: Normalization,
+    source: str, dataset: str, model: str, share: float,
+) -> None:  # fmt: skip
+    """Weight-space interpolation with the network a fine-tune started from (WiSE-FT, Wortsman
+    et al., CVPR 2022): every floating-point weight w becomes (1 - share) w + share w_source,
+    batch-norm statistics included (re-estimate them after). Outputs the source lacks keep
+    the fine-tuned values."""
+    values = source_weights(network, method, num_classes, normalization, source, dataset, model)
+    for target, value in zip(network.weights, values, strict=True):
+        if target.dtype.startswith("float"):
+            current = np.asarray(keras.ops.convert_to_numpy(target))
+            target.assign(((1.0 - share) * current + share * value).astype(current.dtype))

@@ -57,7 +57,7 @@ from atom_tf.training.mining import (
     make_ood_scorer,
     validate_mining,
 )
-from atom_tf.training.networks import build_network, initialise_from_run
+from atom_tf.training.networks import build_network, initialise_from_run, interpolate_with_run
 from atom_tf.training.overfitting import OverfittingGuard, RobustLossCheck
 from atom_tf.training.train_step import TRAIN_ATTACKS, AttackConfig, RobustOODModel
 
@@ -109,6 +109,12 @@ class TrainConfig:
         "them, neither augmented nor attacked; outliers: consecutive pool images from a seeded "
         "offset); 0: the statistics as trained. For --ema_momentum, whose average was never "
         "trained with statistics of its own (e.g. 100).", added_later=True,
+    )  # fmt: skip
+    init_share: float = setting(
+        0.0, "Weight-space interpolation with the network --init_from started from (WiSE-FT): "
+        "the final network is (1 - s) x the trained (or averaged) weights + s x --init_from's, "
+        "before --reestimate_bn_batches; 0: off. A fine-tune's knob between its start's "
+        "accuracy and its own robustness.", added_later=True,
     )  # fmt: skip
     in_batch: int = setting(64, "In-distribution images per step (global).", positive=True)
     out_batch: int = setting(
@@ -287,6 +293,12 @@ def validate_config(config: TrainConfig) -> None:
         raise InvalidConfigError(
             f"--ema_momentum must lie in [0, 1) (got {config.ema_momentum}); 0 turns averaging off"
         )
+    if not 0.0 <= config.init_share < 1.0:
+        raise InvalidConfigError(
+            f"--init_share must lie in [0, 1) (got {config.init_share}); 0 turns it off"
+        )
+    if config.init_share and not config.init_from:
+        raise InvalidConfigError("--init_share interpolates with --init_from's network: set both")
     for name in ("epsilon", "attack_steps", "reestimate_bn_batches"):
         if getattr(config, name) < 0:
             raise InvalidConfigError(f"--{name} must be >= 0 (got {getattr(config, name)})")
@@ -489,6 +501,8 @@ def describe_run(
     )
     start = f"; initialised from {config.init_from}" if config.init_from else ""
     average = f", weights averaged (EMA {config.ema_momentum:g})" if config.ema_momentum else ""
+    if config.init_share:
+        average += f", interpolated with the start (share {config.init_share:g})"
     if config.reestimate_bn_batches:
         average += (
             f", batch-norm statistics re-estimated over {config.reestimate_bn_batches} batches"
@@ -629,6 +643,9 @@ def train(
         finally:
             feed.close()
     average_weights(model)
+    if config.init_share:
+        interpolate_with_run(model.network, method, data.num_classes, data.normalization,
+                             config.init_from, config.dataset, config.model, config.init_share)  # fmt: skip
     reestimate_statistics(config, model, feed, miner)
     results = model.evaluate(test_dataset(data), verbose=0, return_dict=True)
     earlier, timed = earlier_epoch_seconds(run_dir, initial_epoch)

@@ -84,7 +84,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
      ({"out_batch": 7}, "even"), ({"method": "oe", "mining": "window"}, "OOD score to mine by"),
      ({"method": "ccu", "mixture_learning_rate": 0.0}, "--mixture_learning_rate must be positive"),
      ({"ema_momentum": 1.0}, r"--ema_momentum must lie in \[0, 1\)"),
-     ({"reestimate_bn_batches": -1}, r"--reestimate_bn_batches must be >= 0")],
+     ({"reestimate_bn_batches": -1}, r"--reestimate_bn_batches must be >= 0"),
+     ({"init_share": 1.0}, r"--init_share must lie in \[0, 1\)"),
+     ({"init_share": 0.1}, "--init_share interpolates with --init_from's network: set both")],
 )  # fmt: skip
 def test_invalid_configurations_fail_before_training(tmp_path, changes, match):
     with pytest.raises(InvalidConfigError, match=match):
@@ -200,3 +202,37 @@ def test_reestimated_statistics_change_only_the_averages_statistics_and_resume_i
     resumed = str(tmp_path / "resumed")
     train_interrupted_then_resumed(config, resumed, monkeypatch)
     assert_same_weights_file(f"{straight}/network.weights.h5", f"{resumed}/network.weights.h5")
+
+
+def test_init_share_interpolates_the_final_network_with_the_start_and_resumes_identically(
+    tmp_path, monkeypatch
+):
+    """--init_share s (WiSE-FT): every weight of the final network, batch-norm statistics
+    included, is (1 - s) x the fine-tuned one + s x the start's (by hand), training itself
+    unchanged; a run stopped after its first epoch resumes to the same network."""
+    from atom_tf.evaluation.detector import load_network
+
+    start = str(tmp_path / "start")
+    train(TrainConfig(method="ntom", **{**FAST, "epochs": 1}), start, verbose=0)
+    tuned = {**FAST, "deterministic": True, "method": "ntom", "init_from": start,
+             "learning_rate": 0.05}  # fmt: skip
+    plain, mixed = str(tmp_path / "plain"), str(tmp_path / "mixed")
+    train(TrainConfig(**tuned), plain, verbose=0)
+    config = TrainConfig(**tuned, init_share=0.25)
+    train(config, mixed, verbose=0)
+    # the epochs trained the same weights: only the final network differs
+    assert_same_weights_file(f"{plain}/checkpoints/epoch_0001/model.weights.h5",
+                             f"{mixed}/checkpoints/epoch_0001/model.weights.h5")  # fmt: skip
+    weights = [load_network(run)[0].weights for run in (start, plain, mixed)]
+    assert len({len(w) for w in weights}) == 1
+    changed = 0
+    for w_start, w_plain, w_mixed in zip(*weights, strict=True):
+        a, b = np.asarray(w_start, np.float64), np.asarray(w_plain, np.float64)
+        changed += not np.allclose(a, b)
+        np.testing.assert_allclose(np.asarray(w_mixed), 0.75 * b + 0.25 * a, rtol=1e-5,
+                                   atol=1e-6)  # fmt: skip
+    assert changed == len(weights[0])  # the fine-tune moved every weight: a real mixture
+
+    resumed = str(tmp_path / "resumed")
+    train_interrupted_then_resumed(config, resumed, monkeypatch)
+    assert_same_weights_file(f"{mixed}/network.weights.h5", f"{resumed}/network.weights.h5")
