@@ -2,8 +2,8 @@
 with the paper's published rows (docs/protocol.md §8) beside the measured ones.
 
 Writes `results.md`, `results.json`, `results.csv`, `fpr95.png` (bars of FPR95 per threat
-and method) and, for a sweep of a method's strength (ε, β), `tradeoff.png` from the
-`results.json` of each run's evaluation.
+and method) and, for a sweep of a method's strength (ε, β) or a comparison of a numeric
+setting (--init_share), `tradeoff.png` from the `results.json` of each run's evaluation.
 """
 
 from __future__ import annotations
@@ -281,30 +281,44 @@ def tradeoff_markdown(table: dict) -> list[str]:
     return lines
 
 
+def tradeoff_panels(table: dict) -> list[tuple[str, str, list[dict]]]:
+    """(title, setting, points in order of value) per strength sweep, and per comparison
+    whose values are all numbers (e.g. --init_share): what `tradeoff.png` draws."""
+    panels = [(method, sweep["setting"], sweep["points"])
+              for method, sweep in table.get("tradeoffs", {}).items()]  # fmt: skip
+    for key, group in table.get("comparisons", {}).items():
+        values = [p["value"] for p in group["points"]]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            panels.append(
+                (key, group["setting"], sorted(group["points"], key=lambda p: p["value"]))
+            )
+    return panels
+
+
 def plot_tradeoffs(table: dict, path: str) -> None:
-    """A panel per strength sweep: test accuracy, natural FPR95 and In+Out AUROC against the
-    setting's value."""
+    """A panel per `tradeoff_panels` entry: test accuracy, natural FPR95 and In+Out AUROC
+    against the setting's value."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sweeps = table["tradeoffs"]
-    fig, axes = plt.subplots(1, len(sweeps), figsize=(4.2 * len(sweeps), 3.4), squeeze=False)
-    for ax, (method, sweep) in zip(axes[0], sweeps.items(), strict=True):
-        values = [p["value"] for p in sweep["points"]]
-        for key, title in TRADEOFF_COLUMNS:
-            points = [(v, p[key]) for v, p in zip(values, sweep["points"], strict=True)
-                      if p[key] is not None]  # fmt: skip
-            if points:
-                ax.plot(*zip(*points, strict=True), marker="o", label=title)
+    panels = tradeoff_panels(table)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (title, setting, points) in zip(axes[0], panels, strict=True):
+        values = [p["value"] for p in points]
+        for key, label in TRADEOFF_COLUMNS:
+            drawn = [(v, p[key]) for v, p in zip(values, points, strict=True)
+                     if p[key] is not None]  # fmt: skip
+            if drawn:
+                ax.plot(*zip(*drawn, strict=True), marker="o", label=label)
         if min(values) > 0:
             ax.set_xscale("log", base=2)
         ax.set_xticks(values, [f"{v:g}" for v in values])
-        ax.set_xlabel(sweep["setting"])
+        ax.set_xlabel(setting)
         ax.set_ylabel("%")
         ax.set_ylim(0, 105)
-        ax.set_title(f"{table['dataset']}: {method}")
+        ax.set_title(f"{table['dataset']}: {title}")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -433,5 +447,5 @@ def write_suite_reports(table: dict, results_dir: str, plots: bool = True) -> No
         f.write(suite_markdown(table))
     if plots:
         plot_fpr95(table, os.path.join(results_dir, "fpr95.png"))
-        if table.get("tradeoffs"):
+        if tradeoff_panels(table):
             plot_tradeoffs(table, os.path.join(results_dir, "tradeoff.png"))

@@ -11,6 +11,7 @@ from atom_tf.reproduce.suite_report import (
     combine,
     mean_fpr95,
     suite_markdown,
+    tradeoff_panels,
     tradeoffs,
     write_suite_reports,
 )
@@ -153,6 +154,29 @@ def test_a_comparison_of_training_attacks_gives_each_ones_cost_and_robustness():
     assert "| label | atom_adv_label | 79.00 | 35.00 | 0.20 | – |" in markdown
     single = combine(evaluations, seconds, "cifar10", None, {"atom_adv_pgd": [attack("pgd")]})
     assert single["comparisons"] == {}
+
+
+def test_a_numeric_comparison_gets_a_trade_off_panel_in_order_of_value(tmp_path):
+    """Entries compared by a numeric setting (--init_share 0.2, 0, 0.1 in suite order) are
+    drawn like a strength sweep, in order of value; a categorical comparison is not drawn."""
+    evaluations = {"share20": swept(62.0, 31.5, 49.0, "atom_trades"),
+                   "share0": swept(59.0, 28.0, 54.9, "atom_trades"),
+                   "share10": swept(60.4, 30.0, 52.0, "atom_trades"),
+                   "pgd": swept(60.0, 15.0, 27.0, "atom_trades")}  # fmt: skip
+    share = lambda value: [{"method": "atom_trades", "setting": "init_share", "value": value}]  # noqa: E731
+    attack = lambda value: [{"method": "atom_trades", "setting": "train_attack", "value": value}]  # noqa: E731
+    choices = {"share20": share(0.2), "share0": share(0.0) + attack("pgd"), "share10": share(0.1),
+               "pgd": attack("fgsm_rs")}  # fmt: skip
+    table = combine(evaluations, {}, "cifar10", None, choices)
+    panels = tradeoff_panels(table)
+    assert [(title, setting) for title, setting, _ in panels] == [
+        ("atom_trades: init_share", "init_share")
+    ]
+    assert [p["entry"] for p in panels[0][2]] == ["share0", "share10", "share20"]
+    assert [p["in_out_auroc"] for p in panels[0][2]] == [54.9, 52.0, 49.0]
+    write_suite_reports(table, str(tmp_path))
+    assert (tmp_path / "tradeoff.png").stat().st_size > 0
+    assert tradeoff_panels(combine(evaluations, {}, "cifar10", None, {"pgd": attack("pgd")})) == []
 
 
 def test_a_comparison_names_what_else_its_entries_differ_in():
