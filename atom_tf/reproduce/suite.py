@@ -212,13 +212,23 @@ _fine_tune("atom_trades_pgd_6epochs_ema", "atom_trades", "atom",
 # 9.6 and 31 % on the weights after the first step, which Keras' average starts from).
 # results.md gives the sweep a trade-off table.
 REESTIMATE_BN = "--reestimate_bn_batches=100"
+INIT_SHARE = "init_share"
 for _name, _momentum in (("atom_trades_pgd_6epochs_ema_bn", 0.999),
                          ("atom_trades_pgd_6epochs_ema998_bn", 0.998),
                          ("atom_trades_pgd_6epochs_ema9995_bn", 0.9995)):  # fmt: skip
     _fine_tune(_name, "atom_trades", "atom",
                (TRADES_BETA_6, *PGD_5, *SIX_EPOCHS, f"--ema_momentum={_momentum}", REESTIMATE_BN),
                "atom_adv", Strength("atom_trades_pgd_6epochs_ema_bn", "EMA horizon 1/(1-m), steps",
-                                    round(1 / (1 - _momentum))))  # fmt: skip
+                                    round(1 / (1 - _momentum))),
+               (INIT_SHARE,) if _momentum == 0.998 else ())  # fmt: skip
+# ... and the 500-step average interpolated with the ATOM network it started from (WiSE-FT,
+# --init_share: 10 and 20 % of the start's weights, before the re-estimation): whether the
+# start's accuracy comes back for less In+Out than a longer average gives up for it.
+# results.md compares them with the average itself (share 0).
+for _share in (10, 20):
+    _fine_tune(f"atom_trades_pgd_6epochs_ema998_bn_share{_share}", "atom_trades", "atom",
+               (TRADES_BETA_6, *PGD_5, *SIX_EPOCHS, "--ema_momentum=0.998", REESTIMATE_BN,
+                f"--init_share={_share / 100!r}"), "atom_adv", choices=(INIT_SHARE,))  # fmt: skip
 # The beta sweeps: the suite's recipe (2 epochs), and PGD-5 for 6 epochs (whether the 6-epoch
 # run's loss of in-distribution robustness comes from FGSM-RS). beta 6 is each sweep's own
 # name and the one compared by the categorical settings.

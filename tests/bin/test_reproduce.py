@@ -183,9 +183,11 @@ def test_every_baseline_suite_flagfile_resolves(name):
 def test_the_in_distribution_attack_entries_resolve(name):
     result = run([f"--flagfile=configs/{name}.flags", "--dry_run",
                   "--suite=atom,oe,aloe,aoe,aloe_eps8,aoe_eps8,atom_adv,atom_adv_label,"
-                  "atom_adv_ood,atom_trades,atom_adv_eps2,aloe_eps4,atom_trades_beta12"])  # fmt: skip
+                  "atom_adv_ood,atom_trades,atom_adv_eps2,aloe_eps4,atom_trades_beta12,"
+                  "atom_trades_pgd_6epochs_ema998_bn_share10"])  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--method=atom_trades" in result.stdout and "--in_objective=ood" in result.stdout
+    assert "--ema_momentum=0.998 --reestimate_bn_batches=100 --init_share=0.1" in result.stdout
 
 
 def test_pretrained_bases_replace_only_the_named_base_runs():
