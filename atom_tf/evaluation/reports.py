@@ -128,8 +128,8 @@ def robustness_checks_of(results: dict) -> list[dict]:
 
 def _success(checks: dict) -> tuple[str, str]:
     """The key and the column name of what the attacker raises in one entry of the checks."""
-    key, name, _ = SUCCESS[checks.get("side", "ood")]
-    return key, "rejected (%)" if key == "rejected" else name
+    key, _, column, _ = SUCCESS[checks.get("side", "ood")]
+    return key, column
 
 
 def _numeric_order(points: dict[str, dict]) -> dict[str, dict]:

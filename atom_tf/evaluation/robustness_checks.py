@@ -30,10 +30,11 @@ from atom_tf.evaluation.metrics import auroc, fpr_at_tpr, threshold_at_tpr
 from atom_tf.evaluation.threats import ThreatContext, get_threat
 
 CHECKS_VERSION = 2  # in the key of saved checks: 2 added the clean point and the AUROC checks
-# per side: the key of what the attacker raises (in %), its name in tables and warnings, and
-# what it means
-SUCCESS = {"ood": ("fpr95", "FPR95", "OOD images pass as in-distribution"),
-           "in": ("rejected", "share rejected", "in-distribution images are rejected as OOD")}  # fmt: skip
+# per side: the key of what the attacker raises (in %), its name in warnings, its column in
+# tables, and what it means
+SUCCESS = {"ood": ("fpr95", "FPR95", "FPR95", "OOD images pass as in-distribution"),
+           "in": ("rejected", "share rejected", "rejected (%)",
+                  "in-distribution images are rejected as OOD")}  # fmt: skip
 EPSILONS = (1, 2, 4, 8, 16, 32, 64)  # × 1/255
 STEPS = (40, 100, 200)
 LARGE_EPSILON_FPR95 = 90.0  # % of OOD images accepted at the largest ε, at least
@@ -62,7 +63,7 @@ def robustness_checks(
     and each point is FPR95 / AUROC against the clean in-distribution scores `in_scores`.
     "in": the images are in-distribution, attacked towards OOD; each point is the share the
     95 %-TPR threshold of `in_scores` rejects / AUROC against the clean `ood_scores`."""
-    metric, metric_name, meaning = SUCCESS[ctx.side]
+    metric, metric_name, _, meaning = SUCCESS[ctx.side]
     if ctx.side == "ood":
         success = lambda scores: 100 * fpr_at_tpr(in_scores, scores)  # noqa: E731
         area = lambda scores: 100 * auroc(in_scores, scores)  # noqa: E731

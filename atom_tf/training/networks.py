@@ -87,5 +87,5 @@ def interpolate_with_run(
     values = source_weights(network, method, num_classes, normalization, source, dataset, model)
     for target, value in zip(network.weights, values, strict=True):
         if target.dtype.startswith("float"):
-            current = np.asarray(keras.ops.convert_to_numpy(target))
+            current = keras.ops.convert_to_numpy(target)
             target.assign(((1.0 - share) * current + share * value).astype(current.dtype))
