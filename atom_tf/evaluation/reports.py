@@ -53,8 +53,8 @@ def markdown_table(results: dict) -> str:
               f"{', adaptive objective' if a['adaptive'] else ''}{square}"
               f"{end_to_end_attack(results)}."]  # fmt: skip
     for table in (end_to_end_table(results), group_table(results), winners_table(results),
-                  attack_winners_table(results), attack_cost_table(results),
-                  robustness_table(results)):  # fmt: skip
+                  corruption_types_table(results), attack_winners_table(results),
+                  attack_cost_table(results), robustness_table(results)):  # fmt: skip
         if table:
             lines += ["", table]
     return "\n".join(lines) + "\n"
@@ -278,6 +278,27 @@ def winners_table(results: dict) -> str:
         lines.append(
             f"| {name} | " + " | ".join(str(per_threat[t].get(name, 0)) for t in threats) + " |"
         )
+    return "\n".join(lines)
+
+
+def corruption_types_table(results: dict) -> str:
+    """Each corruption alone (the worst of the clean image and its five severities), averaged
+    over the OOD sets, the most damaging first; beside it the FPR95 of each severity alone."""
+    per_set = list(results.get("corruption_types", {}).values())
+    if not per_set:
+        return ""
+
+    def mean(name: str, key: str) -> np.ndarray:
+        return np.mean([np.asarray(s[name][key], dtype=float) for s in per_set], axis=0)
+
+    names = sorted(per_set[0], key=lambda n: (-mean(n, "fpr95"), mean(n, "auroc")))
+    lines = ["Each corruption alone (worst of the clean image and severities 1-5), averaged over "
+             f"{len(per_set)} OOD set(s): FPR95 / AUROC, and FPR95 at each severity alone:", "",
+             "| corruption | FPR95 / AUROC | 1 | 2 | 3 | 4 | 5 |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name in names:
+        by_severity = " | ".join(f"{v:.1f}" for v in mean(name, "fpr95_by_severity"))
+        lines.append(f"| {name} | {mean(name, 'fpr95'):.2f} / {mean(name, 'auroc'):.2f} | "
+                     f"{by_severity} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -30,6 +30,7 @@ from atom_tf.evaluation.metrics import (
     detection_metrics,
     end_to_end_accuracy,
     end_to_end_metrics,
+    fpr_at_tpr,
 )
 from atom_tf.evaluation.robustness_checks import CHECKS_VERSION, robustness_checks
 from atom_tf.evaluation.scorers import SCORERS
@@ -95,6 +96,27 @@ def winner_counts(winners: np.ndarray, which: str) -> dict[str, int]:
     names = ["clean", *variant_names(which)]
     values, counts = np.unique(winners + 1, return_counts=True)
     return {names[v]: int(c) for v, c in zip(values, counts, strict=True)}
+
+
+def corruption_breakdown(in_scores: np.ndarray, variant_scores: np.ndarray, which: str
+                         ) -> dict[str, dict]:  # fmt: skip
+    """Each corruption alone as the attacker's only tool (docs/protocol.md §5 with one
+    corruption): `detection_metrics` of the worst of the clean image and its severities 1-5,
+    and `fpr95_by_severity`, the FPR95 of the worst of the clean image and each severity
+    alone. `variant_scores`: the search's [images, 1 + variants], the clean image first."""
+    from atom_tf.evaluation.corruption_threats import variant_names
+
+    names = list(dict.fromkeys(name.split("@")[0] for name in variant_names(which)))
+    clean, per_variant = variant_scores[:, :1], variant_scores[:, 1:]
+    per_variant = per_variant.reshape(len(variant_scores), len(names), -1)
+    out = {}
+    for c, name in enumerate(names):
+        severities = np.maximum(clean, per_variant[:, c])
+        out[name] = {
+            **detection_metrics(in_scores, severities.max(axis=1), f"corruption {name}"),
+            "fpr95_by_severity": [100 * fpr_at_tpr(in_scores, s) for s in severities.T],
+        }
+    return out
 
 
 def record_seconds(results: dict, label: str, side: str, records: dict) -> None:
@@ -553,6 +575,10 @@ def evaluate(
             if "winners" in records:
                 counts = winner_counts(records["winners"], settings.attack.corruptions)
                 results.setdefault("corruption_winners", {}).setdefault(label, {})[threat] = counts
+            if "variant_scores" in records and threat == "corruption":
+                results.setdefault("corruption_types", {})[label] = corruption_breakdown(
+                    in_scores, records["variant_scores"], settings.attack.corruptions
+                )
             if "attack_winners" in records:
                 shares = attack_shares(records["attack_winners"])
                 results.setdefault("attack_winners", {}).setdefault(label, {})[threat] = shares

@@ -171,8 +171,15 @@ def test_corruption_threat_in_the_evaluation_reports_winners(run_dir, tmp_path):
         <= results["ood"]["faces"]["natural"]["auroc"] + 1e-9
     )
     assert "Which corruption fooled the detector most" in markdown_table(results)
+    alone = results["corruption_types"]["faces"]  # each corruption alone is weaker than all
+    assert len(alone) == 15 and all(
+        m["auroc"] >= results["ood"]["faces"]["corruption"]["auroc"] - 1e-9 for m in alone.values()
+    )
+    worst = min(alone, key=lambda n: (-alone[n]["fpr95"], alone[n]["auroc"]))
+    assert f"| {worst} | {alone[worst]['fpr95']:.2f} / " in markdown_table(results)
     again = evaluate(run_dir, str(tmp_path), settings, verbose=False)  # winners reloaded from disk
     assert again["corruption_winners"] == results["corruption_winners"]
+    assert again["corruption_types"] == results["corruption_types"]
 
 
 @pytest.mark.parametrize("damage", ["other_layers", "garbage"])
