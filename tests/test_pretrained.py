@@ -21,7 +21,7 @@ def recorded(name: str) -> dict:
 def test_the_shipped_detectors_are_small_and_named():
     assert pretrained_names() == [
         "cifar10_cpu_atom", "cifar10_cpu_atom_trades", "cifar10_cpu_atom_trades_ema",
-        "cifar10_cpu_atom_trades_wise", "cifar10_cpu_oe", "digits_atom",
+        "cifar10_cpu_atom_trades_wise", "cifar10_cpu_ntom", "cifar10_cpu_oe", "digits_atom",
     ]  # fmt: skip
     for name in pretrained_names():
         assert os.path.getsize(os.path.join(HERE, name, "network.weights.h5")) <= 2 << 20
@@ -68,7 +68,7 @@ def test_a_changed_copy_is_replaced_and_an_unknown_name_refused(tmp_path, monkey
     with pytest.raises(
         InvalidConfigError,
         match="choose one of cifar10_cpu_atom, cifar10_cpu_atom_trades, cifar10_cpu_atom_trades_ema, "
-        "cifar10_cpu_atom_trades_wise, cifar10_cpu_oe, digits_atom",
+        "cifar10_cpu_atom_trades_wise, cifar10_cpu_ntom, cifar10_cpu_oe, digits_atom",
     ):
         resolve_run("pretrained:nothing")
     assert resolve_run("runs/x") == "runs/x"

@@ -222,10 +222,11 @@ for _name, _momentum in (("atom_trades_pgd_6epochs_ema_bn", 0.999),
                                     round(1 / (1 - _momentum))),
                (INIT_SHARE,) if _momentum == 0.998 else ())  # fmt: skip
 # ... and the 500-step average interpolated with the ATOM network it started from (WiSE-FT,
-# --init_share: 10 and 20 % of the start's weights, before the re-estimation): whether the
-# start's accuracy comes back for less In+Out than a longer average gives up for it.
-# results.md compares them with the average itself (share 0).
-for _share in (10, 20):
+# --init_share: 10, 20, 30 and 50 % of the start's weights, before the re-estimation): whether
+# the start's accuracy comes back for less In+Out than a longer average gives up for it, and
+# how far towards the start the in-distribution robustness lasts. results.md compares them with
+# the average itself (share 0).
+for _share in (10, 20, 30, 50):
     _fine_tune(f"atom_trades_pgd_6epochs_ema998_bn_share{_share}", "atom_trades", "atom",
                (TRADES_BETA_6, *PGD_5, *SIX_EPOCHS, "--ema_momentum=0.998", REESTIMATE_BN,
                 f"--init_share={_share / 100!r}"), "atom_adv", choices=(INIT_SHARE,))  # fmt: skip
