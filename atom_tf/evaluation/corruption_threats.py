@@ -20,10 +20,14 @@ from atom_tf.corruptions import COMMON_CORRUPTIONS, CORRUPTION_NAMES, SEVERITIES
 from atom_tf.evaluation.threats import ThreatContext, batched, linf, register_threat
 
 
+def searched_corruptions(which: str = "all") -> tuple[str, ...]:
+    """The corruptions the search tries (`all` 19, else the 15 common ones), in search order."""
+    return CORRUPTION_NAMES if which == "all" else COMMON_CORRUPTIONS
+
+
 def variant_names(which: str = "all") -> list[str]:
     """'name@severity' for each searched variant, in search order."""
-    names = CORRUPTION_NAMES if which == "all" else COMMON_CORRUPTIONS
-    return [f"{n}@{s}" for n in names for s in SEVERITIES]
+    return [f"{n}@{s}" for n in searched_corruptions(which) for s in SEVERITIES]
 
 
 def worst_corruptions(
@@ -35,7 +39,7 @@ def worst_corruptions(
     The next variant is corrupted (NumPy/OpenCV, one thread) while the current one is scored
     (TensorFlow): each variant has its own generator, so the overlap changes no result."""
     settings = ctx.attack
-    names = CORRUPTION_NAMES if settings.corruptions == "all" else COMMON_CORRUPTIONS
+    names = searched_corruptions(settings.corruptions)
     variants = [(c, name, severity) for c, name in enumerate(names) for severity in SEVERITIES]
 
     def make(variant: tuple[int, str, int]) -> np.ndarray:
@@ -99,4 +103,10 @@ def compositional(images: np.ndarray, ctx: ThreatContext) -> np.ndarray:
     return linf(corrupted, ctx)
 
 
-__all__ = ["compositional", "corruption", "variant_names", "worst_corruptions"]
+__all__ = [
+    "compositional",
+    "corruption",
+    "searched_corruptions",
+    "variant_names",
+    "worst_corruptions",
+]

@@ -104,11 +104,12 @@ def corruption_breakdown(in_scores: np.ndarray, variant_scores: np.ndarray, whic
     corruption): `detection_metrics` of the worst of the clean image and its severities 1-5,
     and `fpr95_by_severity`, the FPR95 of the worst of the clean image and each severity
     alone. `variant_scores`: the search's [images, 1 + variants], the clean image first."""
-    from atom_tf.evaluation.corruption_threats import variant_names
+    from atom_tf.corruptions import SEVERITIES
+    from atom_tf.evaluation.corruption_threats import searched_corruptions
 
-    names = list(dict.fromkeys(name.split("@")[0] for name in variant_names(which)))
-    clean, per_variant = variant_scores[:, :1], variant_scores[:, 1:]
-    per_variant = per_variant.reshape(len(variant_scores), len(names), -1)
+    names = searched_corruptions(which)
+    clean = variant_scores[:, :1]
+    per_variant = variant_scores[:, 1:].reshape(len(variant_scores), len(names), len(SEVERITIES))
     out = {}
     for c, name in enumerate(names):
         severities = np.maximum(clean, per_variant[:, c])
@@ -575,7 +576,7 @@ def evaluate(
             if "winners" in records:
                 counts = winner_counts(records["winners"], settings.attack.corruptions)
                 results.setdefault("corruption_winners", {}).setdefault(label, {})[threat] = counts
-            if "variant_scores" in records and threat == "corruption":
+            if "variant_scores" in records:  # the corruption threat's (compositional drops them)
                 results.setdefault("corruption_types", {})[label] = corruption_breakdown(
                     in_scores, records["variant_scores"], settings.attack.corruptions
                 )
