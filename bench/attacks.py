@@ -5,6 +5,8 @@ noisy: only ratios from one run compare).
 
 PGD and APGD run `--steps` iterations (a forward and a backward pass each); Square runs
 `--queries` forward passes, so its ratio says what a query budget costs in PGD steps.
+`forward` is `--queries` bare forward passes of the batch: Square / forward is what Square's
+own work (windows, random draws, keeping the better images) adds to its queries.
 
     python bench/attacks.py --models=small_cnn_32,densenet_bc_100 --batch=128
 """
@@ -31,6 +33,19 @@ flags.DEFINE_list("xla", ["false", "true"], "XLA settings to measure.")
 flags.DEFINE_integer("repeats", 2, "Timed repeats of each measurement (the best is kept).")
 
 
+def repeated_forward(logits_fn, images, passes: int):
+    """`passes` forward passes of `images`, each moved by a negligible amount so that none is
+    hoisted out of the loop; returns the images."""
+    import tensorflow as tf
+
+    def body(i, total):
+        moved = images + tf.cast(i, tf.float32) * 1e-7
+        return i + 1, total + tf.reduce_sum(logits_fn(moved))
+
+    _, total = tf.while_loop(lambda i, _: i < passes, body, (tf.constant(0), tf.constant(0.0)))
+    return images + 0.0 * total
+
+
 def attacks_for(network, eps: float, seed) -> dict:
     """{name: images -> adversarial images} of each attack against `network`."""
     from atom_tf.attacks.apgd import apgd_attack
@@ -48,6 +63,7 @@ def attacks_for(network, eps: float, seed) -> dict:
                                       seed=seed)[0],
         "square": lambda x: square_attack(logits, x, kplus1_ce, epsilon=eps,
                                           queries=FLAGS.queries, seed=seed)[0],
+        "forward": lambda x: repeated_forward(logits, x, FLAGS.queries),
     }  # fmt: skip
 
 
@@ -75,7 +91,8 @@ def main(argv: list[str]) -> None:
                 rates[attack] = FLAGS.batch / seconds
             line = ", ".join(f"{a} {r:.1f} img/s ({r / rates['pgd']:.2f}x pgd)"
                              for a, r in rates.items())  # fmt: skip
-            print(f"{name}, XLA {xla}: {line}", flush=True)
+            print(f"{name}, XLA {xla}: {line}; Square / {FLAGS.queries} bare forward passes "
+                  f"= {rates['forward'] / rates['square']:.2f}x the time", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
