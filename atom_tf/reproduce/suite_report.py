@@ -169,8 +169,10 @@ def end_to_end_markdown(table: dict) -> list[str]:
         for name, t in timed.items():
             # seconds of the end-to-end attacks -> their cost per image in linf's per image
             scale = max(t["linf_images"], 1) / max(t["end_to_end_images"], 1) / t["linf"]
-            square = f"{100 * t['square'] / t['end_to_end']:.0f} %" if "square" in t else "–"
-            gradient = f"{(t['end_to_end'] - t['square']) * scale:.1f}x" if "square" in t else "–"
+            square = gradient = "–"
+            if "square" in t:
+                square = f"{100 * t['square'] / t['end_to_end']:.0f} %"
+                gradient = f"{(t['end_to_end'] - t['square']) * scale:.1f}x"
             lines.append(f"| {name} | {t['end_to_end']:.0f} ({t['end_to_end_images']}) | "
                          f"{t['linf']:.0f} ({t['linf_images']}) | {t['end_to_end'] * scale:.1f}x | "
                          f"{gradient} | {square} | {t.get('settled', '–')} |")  # fmt: skip
