@@ -114,3 +114,25 @@ def linf_attack_rate(
     for index in range(batches):
         attack(images, index + 1)
     return batches * batch_size / (time.perf_counter() - start)
+
+
+def feed_seconds_per_batch(batches: int = 40, in_batch: int = 64, out_batch: int = 128) -> float:
+    """Seconds per (x_in, y_in, x_out) batch of the training feed (atom_tf.data.pipeline:
+    uint8 batches from the generator, the in-distribution images cropped and flipped, both
+    scaled to [0, 1]), read alone after one batch, on random CIFAR-sized images: an upper
+    bound on the cores it takes from a training step it runs beside."""
+    from atom_tf.data.in_distribution import InDistributionData
+    from atom_tf.data.pipeline import TrainingFeed
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, ((batches + 1) * in_batch, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, len(pixels))
+    data = InDistributionData("random", pixels, labels, pixels[:1], labels[:1], 10, True, None)
+    feed = TrainingFeed(data, in_batch, out_batch)
+    feed.set_outliers(0, rng.integers(0, 256, (feed.outliers_per_epoch, 32, 32, 3), np.uint8))
+    iterator = iter(feed.dataset(range(1)))
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return (time.perf_counter() - start) / batches

@@ -7,7 +7,8 @@ PGD-5 on 64 of them) for DenseNet-BC-100 with and without XLA, in seconds, image
 achieved fraction of the matmul rate; the PyTorch recipe (bench/pytorch_step.py) between two
 timings of atom_tf's faster setting, and their ratio; the same step in mixed bfloat16 (XLA
 off); the NTOM step; the mining scoring rate; the evaluation's
-L∞ attack rate (PGD-40, one restart); and the extra
+L∞ attack rate (PGD-40, one restart); the training feed's time per batch (tf.data, read
+alone: the most it takes from the step it runs beside); and the extra
 peak memory of mining N = 400,000 candidates (in a fresh subprocess).
 
 FLOP convention (analytical, F = 2 × forward multiply-adds of one image): a training image
@@ -33,7 +34,13 @@ from absl import app, flags
 
 from atom_tf.models import build_model
 from atom_tf.models.flops import forward_macs
-from bench.timing import linf_attack_rate, matmul_gflops, scoring_rate, train_step_seconds
+from bench.timing import (
+    feed_seconds_per_batch,
+    linf_attack_rate,
+    matmul_gflops,
+    scoring_rate,
+    train_step_seconds,
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "densenet_bc_100", "Architecture to time.")
@@ -165,6 +172,9 @@ def main(argv):
           f"(N = 400,000 would take {400_000 / rate / 60:.1f} min)")  # fmt: skip
     attack = linf_attack_rate(FLAGS.model, jit=False, batch_size=64, batches=1)
     print(f"L-inf attack rate ({FLAGS.model}, PGD-40, batch 64, XLA off): {attack:.2f} images/s")
+    feed = feed_seconds_per_batch()
+    print(f"training feed (tf.data: 64 + 128 images, crop + flip), read alone: {feed * 1e3:.1f} ms "
+          f"per batch = {feed / min(atom_xla, atom_eager):.2%} of the ATOM step it runs beside")  # fmt: skip
     extra, seconds, kept = mining_memory(FLAGS.mining_candidates)
     print(f"mining N = {FLAGS.mining_candidates:,} (n = {kept:,}) from a 300K-image pool file, small_cnn scorer: "
           f"extra peak memory {extra:.2f} GiB (target < 2 GB), {seconds:.0f} s")  # fmt: skip
