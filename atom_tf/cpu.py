@@ -143,8 +143,10 @@ def choose_onednn(
 # Raised whenever atom_tf computes the same number with other kernels at the same settings, so
 # that nothing cached by the earlier kernels is reused. 2: inference-mode batch norm as oneDNN's
 # fused depthwise convolution, offset and ReLU (atom_tf/models/layers.py; the last bit of a
-# score can differ from the plain multiply-add's).
-KERNELS = 2
+# score can differ from the plain multiply-add's). 3: the attacks' input gradients carry an
+# inference batch norm's scale in the next convolution's kernel (`input_gradients_only`; an
+# attack's sign step can differ where a gradient entry rounds across zero).
+KERNELS = 3
 
 
 def onednn_enabled() -> bool:

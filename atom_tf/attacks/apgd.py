@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from atom_tf.attacks.objectives import Objective
 from atom_tf.attacks.pgd import random_start_noise
+from atom_tf.models.layers import input_gradients_only
 
 MOMENTUM = 0.75  # α
 RHO = 0.75  # share of improving steps below which η is halved
@@ -66,7 +67,7 @@ def apgd_attack(
     closes_at = tf.constant(closes, tf.float32)
 
     def value_and_gradient(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, input_gradients_only():
             tape.watch(x)
             v = objective(logits_fn(x))
             loss = tf.reduce_sum(v)  # inputs are independent in inference mode

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from atom_tf.attacks.objectives import Objective
+from atom_tf.models.layers import input_gradients_only
 
 
 def random_start_noise(
@@ -69,7 +70,7 @@ def pgd_attack(
 
     def step(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One ascent step from x; returns (objective at x, next iterate)."""
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, input_gradients_only():
             tape.watch(x)
             current = value(x)
             loss = tf.reduce_sum(current)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import keras
 
 from atom_tf.models import densenet, small_cnn, wideresnet
+from atom_tf.models.layers import link_scale_folds
 from atom_tf.registry import Registry
 
 Normalization = tuple[tuple[float, ...], tuple[float, ...]] | None
@@ -30,5 +31,8 @@ def register_model(name: str, builder: Callable[[int, Normalization], keras.Mode
 
 
 def build_model(name: str, num_outputs: int, normalization: Normalization = None) -> keras.Model:
-    """Builds a registered architecture with `num_outputs` logits."""
-    return MODELS.get(name)(num_outputs, normalization)
+    """Builds a registered architecture with `num_outputs` logits (its batch norms paired with
+    the convolutions after them for the attacks' input gradients: `link_scale_folds`)."""
+    model = MODELS.get(name)(num_outputs, normalization)
+    link_scale_folds(model)
+    return model

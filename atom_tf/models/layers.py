@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
+import weakref
 from collections.abc import Iterable
 
 import keras
@@ -43,7 +46,7 @@ def conv(x, filters: int, kernel: int, stride: int = 1, name: str | None = None)
         padding = "valid"
     else:
         padding = "same"
-    return layers.Conv2D(
+    return Conv2D(
         filters,
         kernel,
         stride,
@@ -74,6 +77,133 @@ def _scale_and_offset(inputs, scale, offset):
     offset (one pass, and the following ReLU fused in too)."""
     kernel = tf.reshape(scale, [1, 1, -1, 1])
     return tf.nn.bias_add(tf.nn.depthwise_conv2d(inputs, kernel, [1, 1, 1, 1], "VALID"), offset)
+
+
+# Inference-mode batch norm, ReLU and convolution, differentiated for the input only (the
+# attacks). With r = relu(a·x + b) (a, b the batch norm's per-channel scale and offset) and
+# z = conv(r, W), the input gradient is ∂L/∂x = a ⊙ 1[r > 0] ⊙ convᵀ(W, ∂L/∂z)
+# = 1[r > 0] ⊙ convᵀ(a·W, ∂L/∂z): the scale rides in the convolution's kernel (scaled along its
+# input channels, a [C_in, C_out] product) instead of a pass over the batch norm's input, which
+# is DenseNet's wide concatenation (bench/profile_step.py --onednn_primitives: oneDNN's
+# depthwise backward pass, 0.8 s of the DenseNet-BC-100 ATOM step).
+_FOLDING = threading.local()
+
+
+@contextlib.contextmanager
+def input_gradients_only():
+    """Inside, networks are traced for gradients with respect to their inputs only (the
+    attacks): where `link_scale_folds` paired an inference-mode batch norm with the convolution
+    after its ReLU, the input gradient carries the batch norm's scale in the convolution's
+    kernel (the same gradient, rounded differently). Gradients with respect to those batch
+    norms' parameters are None inside; every other gradient is unchanged. Graph mode only
+    (tf.function), on oneDNN's CPU path (where inference batch norm is a depthwise pass)."""
+    depth = getattr(_FOLDING, "depth", 0)
+    _FOLDING.depth = depth + 1
+    try:
+        yield
+    finally:
+        _FOLDING.depth = depth
+
+
+def _folding() -> bool:
+    return getattr(_FOLDING, "depth", 0) > 0 and not tf.executing_eagerly()
+
+
+def _pass_scale_to_convolution(inputs, scale, offset):
+    """inputs · scale + offset (`_scale_and_offset`) whose gradient passes the upstream one
+    through unscaled: the convolution after the ReLU has scaled it already."""
+
+    @tf.custom_gradient
+    def normalize(x):
+        return _scale_and_offset(x, scale, offset), lambda upstream: upstream
+
+    return normalize(inputs)
+
+
+@keras.saving.register_keras_serializable("atom_tf")
+class Conv2D(layers.Conv2D):
+    """Keras' Conv2D whose input gradient, inside `input_gradients_only`, carries the scale of
+    the inference-mode batch norm that `link_scale_folds` paired with it. The same class name
+    as keras' on purpose: weight files address layers by class name ("conv2d_3"), so
+    checkpoints saved with keras' Conv2D load unchanged."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._folded_norm = None  # weakref to the paired FusedBatchNorm (not a sublayer)
+
+    def _folded_scale(self, inputs):
+        """The paired batch norm's scale where it passed its gradient on unscaled in this
+        graph (its last output traced here: the model calls it, then the ReLU, then this
+        convolution), else None."""
+        norm = self._folded_norm() if self._folded_norm is not None else None
+        folded = getattr(norm, "_folded_output", None)
+        if folded is None or not _folding() or folded[0]() is not inputs.graph:
+            return None
+        source = inputs.op.inputs[0] if inputs.op.type == "Relu" else None
+        if source is None or source.name != folded[1]:  # a gradient would lose the scale
+            raise RuntimeError(
+                f"{self.name}: its input is not the ReLU of {norm.name}'s output, which passed "
+                "its gradient on for this convolution to scale (link_scale_folds)"
+            )
+        return tf.stop_gradient(norm.inference_scale())
+
+    def convolution_op(self, inputs, kernel):
+        scale = self._folded_scale(inputs)
+        if scale is None:
+            return super().convolution_op(inputs, kernel)
+        convolve = super().convolution_op
+        attributes = {
+            "strides": [1, *self.strides, 1], "padding": self.padding.upper(),
+            "dilations": [1, *self.dilation_rate, 1], "data_format": "NHWC",
+        }  # fmt: skip
+
+        @tf.custom_gradient
+        def folded(r, w):
+            def gradient(upstream):
+                dr = tf.raw_ops.Conv2DBackpropInput(
+                    input_sizes=tf.shape(r), filter=w * scale[:, None], out_backprop=upstream,
+                    **attributes,
+                )  # fmt: skip
+                dw = tf.raw_ops.Conv2DBackpropFilter(
+                    input=r, filter_sizes=tf.shape(w), out_backprop=upstream, **attributes
+                )
+                return dr, dw
+
+            return convolve(r, w), gradient
+
+        return folded(inputs, kernel)
+
+
+def _only_consumer(layer) -> layers.Layer | None:
+    nodes = layer._outbound_nodes
+    return nodes[0].operation if len(nodes) == 1 else None
+
+
+def link_scale_folds(model: keras.Model) -> int:
+    """Pairs each FusedBatchNorm → ReLU → Conv2D chain of `model` (a functional
+    model) in which the batch norm's output feeds only the ReLU and the ReLU's only the
+    convolution (a 2-D, ungrouped, channels-last one; keras' plain ReLU), for
+    `input_gradients_only`. Returns the number of pairs; the model is unchanged otherwise."""
+    pairs = 0
+    for layer in model.layers:
+        if not isinstance(layer, FusedBatchNorm) or len(layer._inbound_nodes) != 1:
+            continue
+        relu = _only_consumer(layer)
+        if not isinstance(relu, layers.ReLU) or len(relu._inbound_nodes) != 1:
+            continue
+        if relu.max_value is not None or relu.negative_slope or relu.threshold:
+            continue
+        convolution = _only_consumer(relu)
+        if (
+            isinstance(convolution, Conv2D)
+            and len(convolution._inbound_nodes) == 1
+            and convolution.groups == 1
+            and convolution.data_format == "channels_last"
+        ):
+            convolution._folded_norm = weakref.ref(layer)
+            layer._folds = True
+            pairs += 1
+    return pairs
 
 
 # oneDNN's training batch norm on AVX-512 is fast on channel counts that fill its blocked
@@ -218,6 +348,12 @@ class FusedBatchNorm(layers.Layer):
         super().__init__(**kwargs)
         self.momentum = momentum
         self.epsilon = epsilon
+        self._folds = False  # paired with the convolution after its ReLU (link_scale_folds)
+        self._folded_output = None  # (graph, name) of the last output traced for that pairing
+
+    def inference_scale(self):
+        """The per-channel scale of inference mode: γ / √(running variance + ε)."""
+        return self.gamma * tf.math.rsqrt(self.moving_variance + self.epsilon)
 
     def build(self, input_shape):
         if isinstance(input_shape, list):  # [x, moments]
@@ -250,13 +386,18 @@ class FusedBatchNorm(layers.Layer):
         if isinstance(inputs, (list, tuple)):  # [x, its training statistics (ConcatMoments)]
             inputs, moments = inputs
         if not training:
-            scale = self.gamma * tf.math.rsqrt(self.moving_variance + self.epsilon)
+            scale = self.inference_scale()
             offset = tf.cast(self.beta - self.moving_mean * scale, inputs.dtype)
             scale = tf.cast(scale, inputs.dtype)
             if _depthwise_scaling(inputs):
                 # The same products and sums as below, but oneDNN runs scale, offset and a
                 # following ReLU as one pass over the tensor instead of three (the attacks'
                 # and the scorers' forward passes; bench/profile_step.py)
+                if self._folds and _folding():
+                    scale, offset = tf.stop_gradient(scale), tf.stop_gradient(offset)
+                    outputs = _pass_scale_to_convolution(inputs, scale, offset)
+                    self._folded_output = (weakref.ref(outputs.graph), outputs.name)
+                    return outputs
                 return _scale_and_offset(inputs, scale, offset)
             return inputs * scale + offset
         if _synchronized_replicas():
