@@ -109,6 +109,14 @@ def _folding() -> bool:
     return getattr(_FOLDING, "depth", 0) > 0 and not tf.executing_eagerly()
 
 
+def _folded_outputs() -> dict[int, tuple]:
+    """This thread's (graph, tensor name) of each folding batch norm's last output traced
+    (per thread: replicas trace their copies of the model in threads of their own)."""
+    if not hasattr(_FOLDING, "outputs"):
+        _FOLDING.outputs = {}
+    return _FOLDING.outputs
+
+
 def _pass_scale_to_convolution(inputs, scale, offset):
     """inputs · scale + offset (`_scale_and_offset`) whose gradient passes the upstream one
     through unscaled: the convolution after the ReLU has scaled it already."""
@@ -136,7 +144,7 @@ class Conv2D(layers.Conv2D):
         graph (its last output traced here: the model calls it, then the ReLU, then this
         convolution), else None."""
         norm = self._folded_norm() if self._folded_norm is not None else None
-        folded = getattr(norm, "_folded_output", None)
+        folded = _folded_outputs().get(id(norm)) if norm is not None else None
         if folded is None or not _folding() or folded[0]() is not inputs.graph:
             return None
         source = inputs.op.inputs[0] if inputs.op.type == "Relu" else None
@@ -349,7 +357,6 @@ class FusedBatchNorm(layers.Layer):
         self.momentum = momentum
         self.epsilon = epsilon
         self._folds = False  # paired with the convolution after its ReLU (link_scale_folds)
-        self._folded_output = None  # (graph, name) of the last output traced for that pairing
 
     def inference_scale(self):
         """The per-channel scale of inference mode: γ / √(running variance + ε)."""
@@ -396,7 +403,7 @@ class FusedBatchNorm(layers.Layer):
                 if self._folds and _folding():
                     scale, offset = tf.stop_gradient(scale), tf.stop_gradient(offset)
                     outputs = _pass_scale_to_convolution(inputs, scale, offset)
-                    self._folded_output = (weakref.ref(outputs.graph), outputs.name)
+                    _folded_outputs()[id(self)] = (weakref.ref(outputs.graph), outputs.name)
                     return outputs
                 return _scale_and_offset(inputs, scale, offset)
             return inputs * scale + offset
