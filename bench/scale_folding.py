@@ -29,7 +29,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from atom_tf.models.layers import Conv2D, FusedBatchNorm, input_gradients_only
-from bench.timing import train_step_model
+from bench.timing import fit_step_seconds, linf_attack, train_step_model
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "densenet_bc_100", "Architecture (atom_tf.models).")
@@ -58,31 +58,6 @@ def input_gradient(network: keras.Model, images: tf.Tensor) -> tf.Tensor:
     return gradient(images)
 
 
-def linf_attack(network: keras.Model, images: np.ndarray):
-    """The evaluation's L∞ PGD-40 (one restart) on `network`, traced on `images`."""
-    from atom_tf.evaluation.scorers import get_scorer
-    from atom_tf.evaluation.threats import AttackSettings, ThreatContext, make_linf_attack
-
-    ctx = ThreatContext(
-        logits_fn=lambda x: network(x, training=False), scorer=get_scorer("kplus1"),
-        num_classes=10, attack=AttackSettings(steps=40), score_fn=None,
-        batch_size=len(images), jit_compile=False,
-    )  # fmt: skip
-    attack = make_linf_attack(ctx)
-    attack(images, 0)
-    return attack
-
-
-def step_seconds(trainer: keras.Model, data: tf.data.Dataset, steps: int) -> list[float]:
-    """Seconds of each of `steps` training steps, after one (timed between batch ends)."""
-    stamps: list[float] = []
-    timer = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs=None: stamps.append(time.perf_counter())
-    )
-    trainer.fit(data, epochs=1, steps_per_epoch=steps + 1, verbose=0, callbacks=[timer])
-    return [float(t) for t in np.diff(stamps)]
-
-
 def main(argv):
     del argv
     from atom_tf.cpu import onednn_state
@@ -102,14 +77,15 @@ def main(argv):
     print(f"input gradients, fold on against off: largest difference "
           f"{float(tf.reduce_max(tf.abs(on - off)) / tf.reduce_max(tf.abs(off))):.1e} of the "
           f"largest entry; signs equal {float(tf.reduce_mean(tf.cast(tf.sign(on) == tf.sign(off), tf.float32))):.4%}")  # fmt: skip
-    attacks = {
-        name: linf_attack(trainer.network, images) for name, (trainer, _) in variants.items()
-    }
+    attacks = {name: linf_attack(trainer.network, False, len(images))
+               for name, (trainer, _) in variants.items()}  # fmt: skip
+    for attack in attacks.values():
+        attack(images, 0)  # traces
     step_times = {name: [] for name in variants}
     attack_times = {name: [] for name in variants}
     for round_ in range(FLAGS.rounds):
         for name, (trainer, data) in variants.items():
-            seconds = step_seconds(trainer, data, FLAGS.steps)
+            seconds = fit_step_seconds(trainer, data, FLAGS.steps)
             step_times[name] += seconds
             start = time.perf_counter()
             attacks[name](images, round_ + 1)

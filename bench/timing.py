@@ -77,12 +77,18 @@ def train_step_seconds(
     inside one fit call after a compiling warm-up step."""
     model_, data = train_step_model(model, method, jit, precision, in_batch, out_batch,
                                     train_attack, ema_momentum)  # fmt: skip
+    return float(np.median(fit_step_seconds(model_, data, steps)))
+
+
+def fit_step_seconds(model_: keras.Model, data: tf.data.Dataset, steps: int) -> list[float]:
+    """Seconds of each of `steps` training steps of one fit call, timed between batch ends
+    after a first (compiling) step."""
     stamps: list[float] = []
     timer = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs=None: stamps.append(time.perf_counter())
     )
     model_.fit(data, epochs=1, steps_per_epoch=steps + 1, verbose=0, callbacks=[timer])
-    return float(np.median(np.diff(stamps)))
+    return [float(t) for t in np.diff(stamps)]
 
 
 def scoring_rate(
@@ -97,17 +103,21 @@ def scoring_rate(
     return images / (time.perf_counter() - start)
 
 
+def linf_attack(net: keras.Model, jit: bool, batch_size: int, steps: int = 40):
+    """The evaluation's L∞ PGD (one restart, K+1 scorer) on `net`, as `attack(images, seed)`."""
+    ctx = ThreatContext(
+        logits_fn=lambda x: net(x, training=False), scorer=get_scorer("kplus1"), num_classes=10,
+        attack=AttackSettings(steps=steps), score_fn=None, batch_size=batch_size, jit_compile=jit,
+    )  # fmt: skip
+    return make_linf_attack(ctx)
+
+
 def linf_attack_rate(
     model: str, jit: bool, batch_size: int, batches: int, steps: int = 40,
     precision: str = "float32",
 ) -> float:  # fmt: skip
     """OOD images per second of the evaluation's L∞ PGD (one restart), after a warm-up batch."""
-    net = network(model, precision)
-    ctx = ThreatContext(
-        logits_fn=lambda x: net(x, training=False), scorer=get_scorer("kplus1"), num_classes=10,
-        attack=AttackSettings(steps=steps), score_fn=None, batch_size=batch_size, jit_compile=jit,
-    )  # fmt: skip
-    attack = make_linf_attack(ctx)
+    attack = linf_attack(network(model, precision), jit, batch_size, steps)
     images = np.random.default_rng(0).random((batch_size, 32, 32, 3), dtype=np.float32)
     attack(images, 0)
     start = time.perf_counter()
